@@ -1,0 +1,121 @@
+//! Elementwise CPU kernels: arithmetic, activations, dropout masks and whole-tensor reductions.
+//! All are memory-bound: one pass over memory, split across the worker pool for large tensors.
+
+use crate::backend::philox;
+use rayon::prelude::*;
+
+/// Below this many elements a kernel runs on the calling thread (pool hand-off costs more).
+pub const PARALLEL_MIN: usize = 1 << 15;
+const CHUNK: usize = 1 << 14;
+
+/// out[i] = f(a[i]).
+pub fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0.0; a.len()];
+    if a.len() < PARALLEL_MIN {
+        out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x));
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .for_each(|(o, a)| o.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x)));
+    }
+    out
+}
+
+/// out[i] = f(a[i], b[i]).
+pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    debug_assert_eq!(a.len(), b.len());
+    let mut out = vec![0.0; a.len()];
+    if a.len() < PARALLEL_MIN {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(o, (a, b))| {
+                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                    *o = f(x, y);
+                }
+            });
+    }
+    out
+}
+
+/// dst[i] += src[i].
+pub fn add_assign(dst: &mut [f32], src: &[f32]) {
+    if dst.len() < PARALLEL_MIN {
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+    } else {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d += s));
+    }
+}
+
+/// max(x, 0).
+pub fn relu(x: &[f32]) -> Vec<f32> {
+    map(x, |v| if v > 0.0 { v } else { 0.0 })
+}
+
+/// dy where y > 0.
+pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    zip_map(y, dy, |y, d| if y > 0.0 { d } else { 0.0 })
+}
+
+/// Logistic sigmoid, stable for large |x|.
+pub fn sigmoid(x: &[f32]) -> Vec<f32> {
+    map(x, sigmoid_scalar)
+}
+
+/// Logistic sigmoid of one value without overflow.
+#[inline]
+pub fn sigmoid_scalar(v: f32) -> f32 {
+    if v >= 0.0 {
+        1.0 / (1.0 + (-v).exp())
+    } else {
+        let e = v.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// dy * y * (1 - y).
+pub fn sigmoid_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    zip_map(y, dy, |y, d| d * y * (1.0 - y))
+}
+
+/// Inverted-dropout mask of `len` elements: 0 with probability p, else 1/(1-p).
+pub fn dropout_mask(len: usize, p: f32, seed: u64) -> Vec<f32> {
+    let keep_scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+    let fill = |start: usize, out: &mut [f32]| {
+        for (i, o) in out.iter_mut().enumerate() {
+            let u = philox::uniform(seed, (start + i) as u64);
+            *o = if u >= p { keep_scale } else { 0.0 };
+        }
+    };
+    let mut out = vec![0.0; len];
+    if len < PARALLEL_MIN {
+        fill(0, &mut out);
+    } else {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| fill(c * CHUNK, o));
+    }
+    out
+}
+
+/// Sum of all elements, accumulated in f64 per chunk so large tensors keep their precision.
+pub fn sum_all(x: &[f32]) -> f32 {
+    let chunk_sum = |c: &[f32]| c.iter().map(|&v| v as f64).sum::<f64>();
+    if x.len() < PARALLEL_MIN {
+        chunk_sum(x) as f32
+    } else {
+        x.par_chunks(CHUNK).map(chunk_sum).sum::<f64>() as f32
+    }
+}
+
+/// True when no element is NaN or infinite.
+pub fn all_finite(x: &[f32]) -> bool {
+    if x.len() < PARALLEL_MIN {
+        x.iter().all(|v| v.is_finite())
+    } else {
+        x.par_chunks(CHUNK).all(|c| c.iter().all(|v| v.is_finite()))
+    }
+}

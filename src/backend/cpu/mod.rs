@@ -1,0 +1,294 @@
+//! The CPU backend: host memory and hand-written kernels, one file per op family, named as the
+//! op files in `crate::ops` and the CUDA kernels in `kernels/` are.
+
+pub mod concat;
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod loss;
+pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod simd;
+
+use super::{
+    Backend, BatchNormGrads, BatchNormSaved, Conv2dGeometry, Device, Layout, NormShape,
+    Pool2dGeometry, Storage,
+};
+use crate::error::{Error, Result};
+use simd::SimdLevel;
+
+/// The CPU backend. Stateless apart from the SIMD level chosen at start-up.
+#[derive(Debug)]
+pub struct CpuBackend {
+    level: SimdLevel,
+}
+
+impl CpuBackend {
+    /// The process-wide CPU backend, using [`SimdLevel::current`].
+    pub fn global() -> &'static CpuBackend {
+        static CPU: std::sync::OnceLock<CpuBackend> = std::sync::OnceLock::new();
+        CPU.get_or_init(|| CpuBackend { level: SimdLevel::current() })
+    }
+
+    /// The SIMD level the kernels use.
+    pub fn level(&self) -> SimdLevel {
+        self.level
+    }
+}
+
+/// Borrows host data from a storage, or says which device it is on.
+fn host(s: &Storage) -> Result<&[f32]> {
+    #[allow(unreachable_patterns)]
+    match s {
+        Storage::Cpu(v) => Ok(v),
+        other => Err(Error::DeviceMismatch { op: "cpu backend", a: "cpu".into(), b: other.device().to_string() }),
+    }
+}
+
+/// Mutably borrows host data from a storage.
+fn host_mut(s: &mut Storage) -> Result<&mut Vec<f32>> {
+    #[allow(unreachable_patterns)]
+    match s {
+        Storage::Cpu(v) => Ok(v),
+        other => Err(Error::DeviceMismatch { op: "cpu backend", a: "cpu".into(), b: other.device().to_string() }),
+    }
+}
+
+fn host_opt(s: Option<&Storage>) -> Result<Option<&[f32]>> {
+    s.map(host).transpose()
+}
+
+impl Backend for CpuBackend {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn from_host(&self, data: Vec<f32>) -> Result<Storage> {
+        Ok(Storage::Cpu(data))
+    }
+    fn to_host(&self, s: &Storage) -> Result<Vec<f32>> {
+        Ok(host(s)?.to_vec())
+    }
+    fn full(&self, len: usize, value: f32) -> Result<Storage> {
+        Ok(Storage::Cpu(vec![value; len]))
+    }
+
+    fn add(&self, a: &Storage, b: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(elementwise::zip_map(host(a)?, host(b)?, |x, y| x + y)))
+    }
+    fn add_assign(&self, dst: &mut Storage, src: &Storage) -> Result<()> {
+        elementwise::add_assign(host_mut(dst)?, host(src)?);
+        Ok(())
+    }
+    fn mul(&self, a: &Storage, b: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(elementwise::zip_map(host(a)?, host(b)?, |x, y| x * y)))
+    }
+    fn scale(&self, a: &Storage, s: f32) -> Result<Storage> {
+        Ok(Storage::Cpu(elementwise::map(host(a)?, |x| x * s)))
+    }
+    fn relu(&self, x: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(elementwise::relu(host(x)?)))
+    }
+    fn relu_backward(&self, y: &Storage, dy: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(elementwise::relu_backward(host(y)?, host(dy)?)))
+    }
+    fn sigmoid(&self, x: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(elementwise::sigmoid(host(x)?)))
+    }
+    fn sigmoid_backward(&self, y: &Storage, dy: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(elementwise::sigmoid_backward(host(y)?, host(dy)?)))
+    }
+    fn dropout_mask(&self, len: usize, p: f32, seed: u64) -> Result<Storage> {
+        Ok(Storage::Cpu(elementwise::dropout_mask(len, p, seed)))
+    }
+    fn sum_all(&self, x: &Storage) -> Result<f32> {
+        Ok(elementwise::sum_all(host(x)?))
+    }
+    fn all_finite(&self, x: &Storage) -> Result<bool> {
+        Ok(elementwise::all_finite(host(x)?))
+    }
+
+    fn matmul(
+        &self,
+        a: &Storage,
+        a_layout: Layout,
+        b: &Storage,
+        b_layout: Layout,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Storage> {
+        let c = matmul::matmul(self.level, host(a)?, a_layout, host(b)?, b_layout, m, k, n);
+        Ok(Storage::Cpu(c))
+    }
+    fn add_row_bias_assign(&self, x: &mut Storage, bias: &Storage, _rows: usize, cols: usize) -> Result<()> {
+        matmul::add_row_bias_assign(host_mut(x)?, host(bias)?, cols);
+        Ok(())
+    }
+    fn sum_rows(&self, x: &Storage, _rows: usize, cols: usize) -> Result<Storage> {
+        Ok(Storage::Cpu(matmul::sum_rows(host(x)?, cols)))
+    }
+    fn transpose2d(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        Ok(Storage::Cpu(matmul::transpose2d(host(x)?, rows, cols)))
+    }
+
+    fn conv2d_forward(
+        &self,
+        g: &Conv2dGeometry,
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+    ) -> Result<Storage> {
+        let mut y = vec![0.0; g.output_len()];
+        conv::conv2d_forward(self.level, g, host(x)?, host(w)?, host_opt(bias)?, &mut y);
+        Ok(Storage::Cpu(y))
+    }
+    fn conv2d_backward_input(&self, g: &Conv2dGeometry, dy: &Storage, w: &Storage) -> Result<Storage> {
+        let mut dx = vec![0.0; g.input_len()];
+        conv::conv2d_backward_input(self.level, g, host(dy)?, host(w)?, &mut dx);
+        Ok(Storage::Cpu(dx))
+    }
+    fn conv2d_backward_weight(&self, g: &Conv2dGeometry, x: &Storage, dy: &Storage) -> Result<Storage> {
+        let mut dw = vec![0.0; g.weight_len()];
+        conv::conv2d_backward_weight(self.level, g, host(x)?, host(dy)?, &mut dw);
+        Ok(Storage::Cpu(dw))
+    }
+    fn channel_sum(&self, x: &Storage, batch: usize, channels: usize, plane: usize) -> Result<Storage> {
+        let x = host(x)?;
+        let mut out = vec![0.0f64; channels];
+        for n in 0..batch {
+            for (c, o) in out.iter_mut().enumerate() {
+                let start = (n * channels + c) * plane;
+                *o += x[start..start + plane].iter().map(|&v| v as f64).sum::<f64>();
+            }
+        }
+        Ok(Storage::Cpu(out.into_iter().map(|v| v as f32).collect()))
+    }
+
+    fn batch_norm_train(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &mut Storage,
+        running_var: &mut Storage,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<BatchNormSaved> {
+        let (y, mean, inv_std) = norm::batch_norm_train(
+            s,
+            host(x)?,
+            host(gamma)?,
+            host(beta)?,
+            host_mut(running_mean)?,
+            host_mut(running_var)?,
+            momentum,
+            eps,
+        );
+        Ok(BatchNormSaved { output: Storage::Cpu(y), mean: Storage::Cpu(mean), inv_std: Storage::Cpu(inv_std) })
+    }
+    fn batch_norm_eval(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &Storage,
+        running_var: &Storage,
+        eps: f32,
+    ) -> Result<Storage> {
+        let inv_std = norm::inv_std(host(running_var)?, eps);
+        let y = norm::normalize(s, host(x)?, host(running_mean)?, &inv_std, host(gamma)?, host(beta)?);
+        Ok(Storage::Cpu(y))
+    }
+    fn batch_norm_backward(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        dy: &Storage,
+        gamma: &Storage,
+        mean: &Storage,
+        inv_std: &Storage,
+        batch_stats: bool,
+    ) -> Result<BatchNormGrads> {
+        let (dx, dgamma, dbeta) = norm::batch_norm_backward(
+            s,
+            host(x)?,
+            host(dy)?,
+            host(gamma)?,
+            host(mean)?,
+            host(inv_std)?,
+            batch_stats,
+        );
+        Ok(BatchNormGrads { input: Storage::Cpu(dx), gamma: Storage::Cpu(dgamma), beta: Storage::Cpu(dbeta) })
+    }
+    fn inv_std(&self, var: &Storage, eps: f32) -> Result<Storage> {
+        Ok(Storage::Cpu(norm::inv_std(host(var)?, eps)))
+    }
+
+    fn max_pool2d_forward(&self, g: &Pool2dGeometry, x: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(pool::max_pool2d_forward(g, host(x)?)))
+    }
+    fn max_pool2d_backward(&self, g: &Pool2dGeometry, x: &Storage, dy: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(pool::max_pool2d_backward(g, host(x)?, host(dy)?)))
+    }
+    fn avg_pool2d_forward(&self, g: &Pool2dGeometry, x: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(pool::avg_pool2d_forward(g, host(x)?)))
+    }
+    fn avg_pool2d_backward(&self, g: &Pool2dGeometry, dy: &Storage) -> Result<Storage> {
+        Ok(Storage::Cpu(pool::avg_pool2d_backward(g, host(dy)?)))
+    }
+    fn global_avg_pool_forward(&self, x: &Storage, _rows: usize, plane: usize) -> Result<Storage> {
+        Ok(Storage::Cpu(pool::global_avg_pool_forward(host(x)?, plane)))
+    }
+    fn global_avg_pool_backward(&self, dy: &Storage, _rows: usize, plane: usize) -> Result<Storage> {
+        Ok(Storage::Cpu(pool::global_avg_pool_backward(host(dy)?, plane)))
+    }
+
+    fn concat_channels(&self, parts: &[(&Storage, usize)], batch: usize, plane: usize) -> Result<Storage> {
+        let parts: Vec<(&[f32], usize)> =
+            parts.iter().map(|(s, c)| Ok((host(s)?, *c))).collect::<Result<_>>()?;
+        Ok(Storage::Cpu(concat::concat_channels(&parts, batch, plane)))
+    }
+    fn split_channels(
+        &self,
+        x: &Storage,
+        channels: &[usize],
+        batch: usize,
+        plane: usize,
+    ) -> Result<Vec<Storage>> {
+        let parts = concat::split_channels(host(x)?, channels, batch, plane);
+        Ok(parts.into_iter().map(Storage::Cpu).collect())
+    }
+
+    fn bce_with_logits(
+        &self,
+        logits: &Storage,
+        targets: &Storage,
+        pos_weight: Option<&Storage>,
+        _rows: usize,
+        classes: usize,
+    ) -> Result<f32> {
+        Ok(loss::bce_with_logits(host(logits)?, host(targets)?, host_opt(pos_weight)?, classes))
+    }
+    fn bce_with_logits_backward(
+        &self,
+        logits: &Storage,
+        targets: &Storage,
+        pos_weight: Option<&Storage>,
+        _rows: usize,
+        classes: usize,
+        scale: f32,
+    ) -> Result<Storage> {
+        let g = loss::bce_with_logits_backward(
+            host(logits)?,
+            host(targets)?,
+            host_opt(pos_weight)?,
+            classes,
+            scale,
+        );
+        Ok(Storage::Cpu(g))
+    }
+}

@@ -1,0 +1,121 @@
+//! Pooling on the CPU: max pool, average pool and global average pool, forward and backward.
+//! Each (n, c) plane is independent, so planes are spread over the worker pool.
+
+use crate::backend::geometry::Pool2dGeometry;
+use rayon::prelude::*;
+
+/// Yields the in-bounds input rows and columns of the window for output (oy, ox).
+fn window(g: &Pool2dGeometry, oy: usize, ox: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let y0 = (oy * g.stride) as isize - g.pad as isize;
+    let x0 = (ox * g.stride) as isize - g.pad as isize;
+    let clamp = |v: isize, hi: usize| v.clamp(0, hi as isize) as usize;
+    (
+        clamp(y0, g.in_h)..clamp(y0 + g.kernel as isize, g.in_h),
+        clamp(x0, g.in_w)..clamp(x0 + g.kernel as isize, g.in_w),
+    )
+}
+
+/// Index (within the plane) of the first maximum of the window; NaN wins as in PyTorch.
+fn argmax(g: &Pool2dGeometry, x: &[f32], oy: usize, ox: usize) -> usize {
+    let (rows, cols) = window(g, oy, ox);
+    let mut best = (rows.start * g.in_w + cols.start, f32::NEG_INFINITY);
+    for r in rows {
+        for c in cols.clone() {
+            let v = x[r * g.in_w + c];
+            if v > best.1 || v.is_nan() {
+                best = (r * g.in_w + c, v);
+                if v.is_nan() {
+                    return best.0;
+                }
+            }
+        }
+    }
+    best.0
+}
+
+/// Max pool forward.
+pub fn max_pool2d_forward(g: &Pool2dGeometry, x: &[f32]) -> Vec<f32> {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let in_plane = g.in_h * g.in_w;
+    let mut y = vec![0.0; g.output_len()];
+    y.par_chunks_mut(oh * ow).zip(x.par_chunks(in_plane)).for_each(|(y, x)| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                y[oy * ow + ox] = x[argmax(g, x, oy, ox)];
+            }
+        }
+    });
+    y
+}
+
+/// Max pool backward: each output gradient goes to its window's first maximum.
+pub fn max_pool2d_backward(g: &Pool2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let in_plane = g.in_h * g.in_w;
+    let mut dx = vec![0.0; g.input_len()];
+    dx.par_chunks_mut(in_plane)
+        .zip(x.par_chunks(in_plane).zip(dy.par_chunks(oh * ow)))
+        .for_each(|(dx, (x, dy))| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    dx[argmax(g, x, oy, ox)] += dy[oy * ow + ox];
+                }
+            }
+        });
+    dx
+}
+
+/// Average pool forward; the divisor is the full window (padding counts, as PyTorch's default).
+pub fn avg_pool2d_forward(g: &Pool2dGeometry, x: &[f32]) -> Vec<f32> {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let in_plane = g.in_h * g.in_w;
+    let inv = 1.0 / (g.kernel * g.kernel) as f32;
+    let mut y = vec![0.0; g.output_len()];
+    y.par_chunks_mut(oh * ow).zip(x.par_chunks(in_plane)).for_each(|(y, x)| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (rows, cols) = window(g, oy, ox);
+                let mut acc = 0.0;
+                for r in rows {
+                    acc += x[r * g.in_w + cols.start..r * g.in_w + cols.end].iter().sum::<f32>();
+                }
+                y[oy * ow + ox] = acc * inv;
+            }
+        }
+    });
+    y
+}
+
+/// Average pool backward.
+pub fn avg_pool2d_backward(g: &Pool2dGeometry, dy: &[f32]) -> Vec<f32> {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let in_plane = g.in_h * g.in_w;
+    let inv = 1.0 / (g.kernel * g.kernel) as f32;
+    let mut dx = vec![0.0; g.input_len()];
+    dx.par_chunks_mut(in_plane).zip(dy.par_chunks(oh * ow)).for_each(|(dx, dy)| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let d = dy[oy * ow + ox] * inv;
+                let (rows, cols) = window(g, oy, ox);
+                for r in rows {
+                    dx[r * g.in_w + cols.start..r * g.in_w + cols.end].iter_mut().for_each(|v| *v += d);
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// Mean of each plane: [rows, plane] -> [rows].
+pub fn global_avg_pool_forward(x: &[f32], plane: usize) -> Vec<f32> {
+    let inv = 1.0 / plane as f32;
+    x.par_chunks(plane).map(|p| p.iter().sum::<f32>() * inv).collect()
+}
+
+/// Spreads dy[row] / plane over the row's plane.
+pub fn global_avg_pool_backward(dy: &[f32], plane: usize) -> Vec<f32> {
+    let inv = 1.0 / plane as f32;
+    let mut dx = vec![0.0; dy.len() * plane];
+    dx.par_chunks_mut(plane).zip(dy.par_iter()).for_each(|(p, &d)| p.fill(d * inv));
+    dx
+}

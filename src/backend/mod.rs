@@ -1,0 +1,284 @@
+//! Devices and the [`Backend`] trait: every primitive op a device must provide, forward and
+//! backward, on device-resident [`Storage`].
+//!
+//! Autograd, layers and models only ever call these methods, so a new device (the CUDA backend)
+//! plugs in by implementing this trait and adding a [`Storage`] variant; nothing above changes.
+//! Methods take sizes explicitly: the op layer (`crate::ops`) has already checked shapes, so a
+//! backend only validates that storages belong to it.
+
+pub mod cpu;
+pub mod geometry;
+pub mod philox;
+
+use crate::error::{Error, Result};
+pub use geometry::{Conv2dGeometry, Pool2dGeometry};
+
+/// Where a tensor's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Device {
+    /// Host memory, computed by the CPU backend.
+    #[default]
+    Cpu,
+    /// A CUDA device by ordinal.
+    Cuda(usize),
+}
+
+impl Device {
+    /// The backend that computes on this device.
+    pub fn backend(self) -> Result<&'static dyn Backend> {
+        match self {
+            Device::Cpu => Ok(cpu::CpuBackend::global()),
+            Device::Cuda(n) => Err(Error::Device(format!(
+                "cuda:{n} requested, but this build of cxr has no CUDA backend yet"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Device-resident f32 data. One variant per device kind.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Host memory.
+    Cpu(Vec<f32>),
+}
+
+impl Storage {
+    /// Number of f32 elements held.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(v) => v.len(),
+        }
+    }
+    /// True when no elements are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The device the data lives on.
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+}
+
+/// Shape of a batch-norm input seen as [N, C, plane] (plane = H*W, or 1 for BatchNorm1d).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub plane: usize,
+}
+
+impl NormShape {
+    /// Values averaged per channel.
+    pub fn per_channel(&self) -> usize {
+        self.batch * self.plane
+    }
+    /// Total elements.
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.plane
+    }
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a training-mode batch norm forward returns: the output and the statistics its backward
+/// needs (per-channel batch mean and 1/sqrt(var + eps)).
+#[derive(Debug)]
+pub struct BatchNormSaved {
+    pub output: Storage,
+    pub mean: Storage,
+    pub inv_std: Storage,
+}
+
+/// Gradients of a batch norm.
+#[derive(Debug)]
+pub struct BatchNormGrads {
+    pub input: Storage,
+    pub gamma: Storage,
+    pub beta: Storage,
+}
+
+/// How the second operand of a matmul is stored.
+pub use cpu::gemm::Layout;
+
+/// Every primitive a device provides. All outputs are freshly allocated unless the name says
+/// `_assign`. Errors: a storage from another device, or device failures (memory exhaustion).
+#[allow(clippy::too_many_arguments)]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// The device this backend computes on.
+    fn device(&self) -> Device;
+
+    // ---- memory -------------------------------------------------------------------------------
+    /// Copies host data to the device.
+    fn from_host(&self, data: Vec<f32>) -> Result<Storage>;
+    /// Copies device data to the host.
+    fn to_host(&self, s: &Storage) -> Result<Vec<f32>>;
+    /// `len` copies of `value`.
+    fn full(&self, len: usize, value: f32) -> Result<Storage>;
+
+    // ---- elementwise (ops/elementwise.rs, ops/activation.rs) -----------------------------------
+    /// a + b.
+    fn add(&self, a: &Storage, b: &Storage) -> Result<Storage>;
+    /// dst += src (gradient accumulation).
+    fn add_assign(&self, dst: &mut Storage, src: &Storage) -> Result<()>;
+    /// a * b elementwise.
+    fn mul(&self, a: &Storage, b: &Storage) -> Result<Storage>;
+    /// a * s.
+    fn scale(&self, a: &Storage, s: f32) -> Result<Storage>;
+    /// max(x, 0).
+    fn relu(&self, x: &Storage) -> Result<Storage>;
+    /// dy where y > 0, else 0 (y is the ReLU output).
+    fn relu_backward(&self, y: &Storage, dy: &Storage) -> Result<Storage>;
+    /// 1 / (1 + exp(-x)).
+    fn sigmoid(&self, x: &Storage) -> Result<Storage>;
+    /// dy * y * (1 - y) (y is the sigmoid output).
+    fn sigmoid_backward(&self, y: &Storage, dy: &Storage) -> Result<Storage>;
+    /// Inverted-dropout mask: 0 with probability p, else 1/(1-p); element i from Philox(seed, i).
+    fn dropout_mask(&self, len: usize, p: f32, seed: u64) -> Result<Storage>;
+    /// Sum of every element.
+    fn sum_all(&self, x: &Storage) -> Result<f32>;
+    /// True when every element is finite.
+    fn all_finite(&self, x: &Storage) -> Result<bool>;
+
+    // ---- linear algebra (ops/matmul.rs) --------------------------------------------------------
+    /// C[m x n] = op(A)[m x k] * op(B)[k x n], row-major, A and B stored as `a_layout`/`b_layout`.
+    fn matmul(
+        &self,
+        a: &Storage,
+        a_layout: Layout,
+        b: &Storage,
+        b_layout: Layout,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Storage>;
+    /// x[rows x cols] + bias[cols] broadcast over rows, in place.
+    fn add_row_bias_assign(&self, x: &mut Storage, bias: &Storage, rows: usize, cols: usize)
+        -> Result<()>;
+    /// Column sums of x[rows x cols] -> [cols].
+    fn sum_rows(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage>;
+    /// Transpose of x[rows x cols] -> [cols x rows].
+    fn transpose2d(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage>;
+
+    // ---- convolution (ops/conv.rs) -------------------------------------------------------------
+    /// y = conv2d(x, w) + bias.
+    fn conv2d_forward(
+        &self,
+        g: &Conv2dGeometry,
+        x: &Storage,
+        w: &Storage,
+        bias: Option<&Storage>,
+    ) -> Result<Storage>;
+    /// Gradient of conv2d w.r.t. its input.
+    fn conv2d_backward_input(&self, g: &Conv2dGeometry, dy: &Storage, w: &Storage)
+        -> Result<Storage>;
+    /// Gradient of conv2d w.r.t. its weight.
+    fn conv2d_backward_weight(&self, g: &Conv2dGeometry, x: &Storage, dy: &Storage)
+        -> Result<Storage>;
+    /// Per-channel sums of x[N, C, plane] -> [C] (conv bias gradient).
+    fn channel_sum(&self, x: &Storage, batch: usize, channels: usize, plane: usize)
+        -> Result<Storage>;
+
+    // ---- batch norm (ops/norm.rs) --------------------------------------------------------------
+    /// Training mode: normalises with batch statistics and updates the running statistics in place
+    /// (momentum-weighted, unbiased running variance, as PyTorch).
+    fn batch_norm_train(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &mut Storage,
+        running_var: &mut Storage,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<BatchNormSaved>;
+    /// Eval mode: normalises with the running statistics.
+    fn batch_norm_eval(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &Storage,
+        running_var: &Storage,
+        eps: f32,
+    ) -> Result<Storage>;
+    /// Backward of batch norm given the mean and 1/std used in the forward. `batch_stats` is true
+    /// when those came from the batch (training mode: gradient flows through the statistics), false
+    /// when they were the running statistics (eval mode: an affine map).
+    fn batch_norm_backward(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        dy: &Storage,
+        gamma: &Storage,
+        mean: &Storage,
+        inv_std: &Storage,
+        batch_stats: bool,
+    ) -> Result<BatchNormGrads>;
+    /// 1/sqrt(var + eps) per channel (eval-mode backward uses it).
+    fn inv_std(&self, var: &Storage, eps: f32) -> Result<Storage>;
+
+    // ---- pooling (ops/pool.rs) -----------------------------------------------------------------
+    /// Max pool; padding counts as -inf.
+    fn max_pool2d_forward(&self, g: &Pool2dGeometry, x: &Storage) -> Result<Storage>;
+    /// Routes dy to the first maximum of each window (recomputed from x).
+    fn max_pool2d_backward(&self, g: &Pool2dGeometry, x: &Storage, dy: &Storage)
+        -> Result<Storage>;
+    /// Average pool; padding counts as zeros in the divisor (PyTorch's count_include_pad=True).
+    fn avg_pool2d_forward(&self, g: &Pool2dGeometry, x: &Storage) -> Result<Storage>;
+    /// Backward of the average pool.
+    fn avg_pool2d_backward(&self, g: &Pool2dGeometry, dy: &Storage) -> Result<Storage>;
+    /// [N, C, plane] -> [N, C] mean over the plane.
+    fn global_avg_pool_forward(&self, x: &Storage, rows: usize, plane: usize) -> Result<Storage>;
+    /// [N, C] -> [N, C, plane], each value spread as dy / plane.
+    fn global_avg_pool_backward(&self, dy: &Storage, rows: usize, plane: usize)
+        -> Result<Storage>;
+
+    // ---- concatenation (ops/concat.rs) ---------------------------------------------------------
+    /// Concatenates [N, C_i, plane] tensors along channels.
+    fn concat_channels(&self, parts: &[(&Storage, usize)], batch: usize, plane: usize)
+        -> Result<Storage>;
+    /// Splits [N, sum C_i, plane] into its channel blocks (backward of concat).
+    fn split_channels(
+        &self,
+        x: &Storage,
+        channels: &[usize],
+        batch: usize,
+        plane: usize,
+    ) -> Result<Vec<Storage>>;
+
+    // ---- loss (ops/loss.rs) --------------------------------------------------------------------
+    /// Mean BCE-with-logits over [rows x classes], positives weighted by pos_weight[class].
+    fn bce_with_logits(
+        &self,
+        logits: &Storage,
+        targets: &Storage,
+        pos_weight: Option<&Storage>,
+        rows: usize,
+        classes: usize,
+    ) -> Result<f32>;
+    /// d(mean loss)/d(logits) times `scale` (the upstream gradient).
+    fn bce_with_logits_backward(
+        &self,
+        logits: &Storage,
+        targets: &Storage,
+        pos_weight: Option<&Storage>,
+        rows: usize,
+        classes: usize,
+        scale: f32,
+    ) -> Result<Storage>;
+}

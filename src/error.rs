@@ -1,0 +1,38 @@
+//! The library's error type. Every fallible public call returns [`Result`].
+
+use thiserror::Error;
+
+/// Errors returned by the cxr library.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Two shapes that an op needs to agree do not.
+    #[error("{op}: shape mismatch: {detail}")]
+    ShapeMismatch { op: &'static str, detail: String },
+
+    /// An op was given a tensor with no elements where it needs some.
+    #[error("{op}: empty tensor (shape {shape:?})")]
+    EmptyTensor { op: &'static str, shape: Vec<usize> },
+
+    /// A value that must be finite is NaN or infinite.
+    #[error("non-finite value in {what}{}", step.map(|s| format!(" at step {s}")).unwrap_or_default())]
+    NonFinite { what: String, step: Option<u64> },
+
+    /// An argument is outside the range an op accepts.
+    #[error("{op}: invalid argument: {detail}")]
+    InvalidArgument { op: &'static str, detail: String },
+
+    /// Tensors on different devices were combined.
+    #[error("{op}: tensors are on different devices ({a} and {b})")]
+    DeviceMismatch { op: &'static str, a: String, b: String },
+
+    /// A device could not be used (no driver, no GPU, out of memory, ...).
+    #[error("device error: {0}")]
+    Device(String),
+
+    /// Autograd was asked for something the graph cannot give.
+    #[error("autograd: {0}")]
+    Autograd(String),
+}
+
+/// Shorthand for results of the cxr library.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,122 @@
+//! Batch normalisation over [N, C] (BatchNorm1d) or [N, C, H, W] (BatchNorm2d), as PyTorch
+//! defines it: training mode normalises with the batch's biased variance and updates the running
+//! statistics with `momentum` using the unbiased variance; eval mode uses the running statistics.
+
+use super::same_device;
+use crate::autograd::GradFn;
+use crate::backend::{NormShape, Storage};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// The buffers and hyper-parameters of one batch-norm layer.
+#[derive(Debug, Clone)]
+pub struct BatchNormState {
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+struct BatchNormBackward {
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    s: NormShape,
+    mean: Storage,
+    inv_std: Storage,
+    batch_stats: bool,
+}
+
+impl GradFn for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        "batch_norm"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x, &self.gamma, &self.beta]
+    }
+    fn backward(&self, _out: &Tensor, grad: &Storage) -> Result<Vec<Option<Storage>>> {
+        let be = self.x.backend()?;
+        let g = be.batch_norm_backward(
+            self.s,
+            &self.x.storage(),
+            grad,
+            &self.gamma.storage(),
+            &self.mean,
+            &self.inv_std,
+            self.batch_stats,
+        )?;
+        Ok(vec![
+            self.x.requires_grad().then_some(g.input),
+            self.gamma.requires_grad().then_some(g.gamma),
+            self.beta.requires_grad().then_some(g.beta),
+        ])
+    }
+}
+
+fn norm_shape(x: &Tensor) -> Result<NormShape> {
+    let d = x.dims();
+    match d.len() {
+        2 | 4 => Ok(NormShape { batch: d[0], channels: d[1], plane: d[2..].iter().product() }),
+        _ => Err(Error::ShapeMismatch {
+            op: "batch_norm",
+            detail: format!("input must be [N, C] or [N, C, H, W], got {d:?}"),
+        }),
+    }
+}
+
+/// Batch norm of `x` with affine parameters gamma (weight) and beta (bias).
+pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, training: bool) -> Result<Tensor> {
+    same_device("batch_norm", &[x, gamma, beta, &state.running_mean, &state.running_var])?;
+    let s = norm_shape(x)?;
+    for (what, t) in [("weight", gamma), ("bias", beta), ("running_mean", &state.running_mean), ("running_var", &state.running_var)] {
+        if t.dims() != [s.channels] {
+            return Err(Error::ShapeMismatch {
+                op: "batch_norm",
+                detail: format!("{what} {:?} for input {:?} with {} channels", t.dims(), x.dims(), s.channels),
+            });
+        }
+    }
+    if s.is_empty() {
+        return Err(Error::EmptyTensor { op: "batch_norm", shape: x.dims().to_vec() });
+    }
+    if training && s.per_channel() < 2 {
+        return Err(Error::InvalidArgument {
+            op: "batch_norm",
+            detail: format!("training needs more than one value per channel, got input {:?}", x.dims()),
+        });
+    }
+    let be = x.backend()?;
+    let (out, mean, inv_std) = if training {
+        let saved = be.batch_norm_train(
+            s,
+            &x.storage(),
+            &gamma.storage(),
+            &beta.storage(),
+            &mut state.running_mean.storage_mut(),
+            &mut state.running_var.storage_mut(),
+            state.momentum,
+            state.eps,
+        )?;
+        (saved.output, saved.mean, saved.inv_std)
+    } else {
+        let rm = state.running_mean.storage();
+        let rv = state.running_var.storage();
+        let out = be.batch_norm_eval(s, &x.storage(), &gamma.storage(), &beta.storage(), &rm, &rv, state.eps)?;
+        // Only a recorded graph needs the statistics for backward.
+        let needs = crate::autograd::is_grad_enabled() && [x, gamma, beta].iter().any(|t| t.requires_grad());
+        let inv = if needs { be.inv_std(&rv, state.eps)? } else { be.full(0, 0.0)? };
+        (out, rm.clone(), inv)
+    };
+    let record = || -> Box<dyn GradFn> {
+        Box::new(BatchNormBackward {
+            x: x.clone(),
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+            s,
+            mean,
+            inv_std,
+            batch_stats: training,
+        })
+    };
+    Ok(Tensor::from_op(out, x.shape(), record, &[x, gamma, beta]))
+}
