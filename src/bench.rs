@@ -1,1 +1,242 @@
-//! Benchmarks.
+//! Measurements behind `tools bench` and `benches/`: GEMM and conv2d throughput at the shapes that
+//! matter (ResNet18's layers), timed with warm-up and reported as median/min/max.
+//!
+//! Speed is measured here, never asserted in tests. `scripts/bench_pytorch.py` runs the same
+//! names and shapes in PyTorch so the two can be compared as ratios.
+
+use crate::backend::cpu::gemm::{sgemm, MatRef};
+use crate::backend::cpu::{conv, simd::SimdLevel};
+use crate::backend::Conv2dGeometry;
+use crate::tensor::init::Rng;
+use std::time::Instant;
+
+/// One benchmark result. Times are milliseconds per call.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub name: String,
+    pub threads: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// Floating-point operations per call, when meaningful.
+    pub flops: Option<f64>,
+}
+
+impl Measurement {
+    /// GFLOP/s at the median time.
+    pub fn gflops(&self) -> Option<f64> {
+        self.flops.map(|f| f / (self.median_ms * 1e-3) / 1e9)
+    }
+
+    /// One JSON object: name, threads, median, min, max, unit (and gflops when known).
+    pub fn to_json(&self) -> String {
+        let gflops = self.gflops().map(|g| format!(",\"gflops\":{g:.2}")).unwrap_or_default();
+        format!(
+            "{{\"name\":\"{}\",\"threads\":{},\"median\":{:.4},\"min\":{:.4},\"max\":{:.4},\"unit\":\"ms\"{}}}",
+            self.name, self.threads, self.median_ms, self.min_ms, self.max_ms, gflops
+        )
+    }
+}
+
+/// How long to measure each case.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Untimed calls first (page faults, caches, pool start-up).
+    pub warmup: usize,
+    /// Timed calls at least.
+    pub min_iters: usize,
+    /// Stop adding calls after this much time, once `min_iters` are done.
+    pub max_seconds: f64,
+}
+
+impl Budget {
+    /// A budget that gives stable medians on this class of machine.
+    pub fn standard() -> Budget {
+        Budget { warmup: 2, min_iters: 5, max_seconds: 2.0 }
+    }
+    /// A short budget for smoke runs.
+    pub fn quick() -> Budget {
+        Budget { warmup: 1, min_iters: 2, max_seconds: 0.3 }
+    }
+}
+
+/// Times `f` under `budget`.
+pub fn measure(name: &str, flops: Option<f64>, budget: Budget, mut f: impl FnMut()) -> Measurement {
+    for _ in 0..budget.warmup {
+        f();
+    }
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < budget.min_iters || start.elapsed().as_secs_f64() < budget.max_seconds {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        if times.len() >= 1000 {
+            break;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Measurement {
+        name: name.to_string(),
+        threads: rayon::current_num_threads(),
+        median_ms: times[times.len() / 2],
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+        flops,
+    }
+}
+
+fn random_vec(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| rng.uniform() as f32 - 0.5).collect()
+}
+
+/// C = A B at n x n x n for each size.
+pub fn gemm_benches(sizes: &[usize], budget: Budget) -> Vec<Measurement> {
+    let level = SimdLevel::current();
+    sizes
+        .iter()
+        .map(|&n| {
+            let a = random_vec(n * n, 1);
+            let b = random_vec(n * n, 2);
+            let mut c = vec![0.0; n * n];
+            let flops = 2.0 * (n as f64).powi(3);
+            measure(&format!("gemm.{n}"), Some(flops), budget, || {
+                sgemm(level, n, n, n, MatRef::normal(&a, n), MatRef::normal(&b, n), 0.0, &mut c, n)
+            })
+        })
+        .collect()
+}
+
+/// One distinct convolution of ResNet18 at 224x224 and how many times the network runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvLayer {
+    pub name: &'static str,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub size: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub count: usize,
+    /// The stem's input is data: training never needs its input gradient.
+    pub needs_input_grad: bool,
+}
+
+impl ConvLayer {
+    /// The geometry at a batch size.
+    pub fn geometry(&self, batch: usize) -> Conv2dGeometry {
+        Conv2dGeometry {
+            batch,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            in_h: self.size,
+            in_w: self.size,
+            kernel_h: self.kernel,
+            kernel_w: self.kernel,
+            stride_h: self.stride,
+            stride_w: self.stride,
+            pad_h: self.padding,
+            pad_w: self.padding,
+        }
+    }
+}
+
+const fn layer(
+    name: &'static str,
+    io: (usize, usize),
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    count: usize,
+) -> ConvLayer {
+    ConvLayer {
+        name,
+        in_channels: io.0,
+        out_channels: io.1,
+        size,
+        kernel,
+        stride,
+        padding: kernel / 2,
+        count,
+        needs_input_grad: true,
+    }
+}
+
+/// ResNet18's distinct convolutions at a 224x224, 3-channel input.
+pub const RESNET18_CONVS: [ConvLayer; 11] = [
+    ConvLayer { needs_input_grad: false, ..layer("conv1", (3, 64), 224, 7, 2, 1) },
+    layer("layer1.3x3", (64, 64), 56, 3, 1, 4),
+    layer("layer2.0.conv1", (64, 128), 56, 3, 2, 1),
+    layer("layer2.0.downsample", (64, 128), 56, 1, 2, 1),
+    layer("layer2.3x3", (128, 128), 28, 3, 1, 3),
+    layer("layer3.0.conv1", (128, 256), 28, 3, 2, 1),
+    layer("layer3.0.downsample", (128, 256), 28, 1, 2, 1),
+    layer("layer3.3x3", (256, 256), 14, 3, 1, 3),
+    layer("layer4.0.conv1", (256, 512), 14, 3, 2, 1),
+    layer("layer4.0.downsample", (256, 512), 14, 1, 2, 1),
+    layer("layer4.3x3", (512, 512), 7, 3, 1, 3),
+];
+
+/// Forward, backward-input and backward-weight of every ResNet18 convolution at `batch`, then a
+/// `conv2d.resnet18.b{batch}.total` line: the time of one network's worth of conv forward and
+/// backward (each layer times its count; no input gradient for the stem).
+pub fn conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
+    let level = SimdLevel::current();
+    let mut out = Vec::new();
+    let mut total = [0.0f64; 3];
+    let mut total_flops = 0.0;
+    for l in RESNET18_CONVS {
+        let g = l.geometry(batch);
+        let x = random_vec(g.input_len(), 3);
+        let w = random_vec(g.weight_len(), 4);
+        let dy = random_vec(g.output_len(), 5);
+        let mut y = vec![0.0; g.output_len()];
+        let mut dx = vec![0.0; g.input_len()];
+        let mut dw = vec![0.0; g.weight_len()];
+        let flops = g.forward_flops();
+        let prefix = format!("conv2d.{}.b{batch}", l.name);
+        let fwd = measure(&format!("{prefix}.fwd"), Some(flops), budget, || {
+            conv::conv2d_forward(level, &g, &x, &w, None, &mut y)
+        });
+        let bwd_data = measure(&format!("{prefix}.bwd_data"), Some(flops), budget, || {
+            conv::conv2d_backward_input(level, &g, &dy, &w, &mut dx)
+        });
+        let bwd_weight = measure(&format!("{prefix}.bwd_weight"), Some(flops), budget, || {
+            conv::conv2d_backward_weight(level, &g, &x, &dy, &mut dw)
+        });
+        let count = l.count as f64;
+        let data_factor = if l.needs_input_grad { 1.0 } else { 0.0 };
+        for (i, (m, factor)) in [(&fwd, 1.0), (&bwd_data, data_factor), (&bwd_weight, 1.0)].iter().enumerate() {
+            total[i] += m.median_ms * count * factor;
+            total_flops += flops * count * factor;
+        }
+        out.extend([fwd, bwd_data, bwd_weight]);
+    }
+    let sum: f64 = total.iter().sum();
+    out.push(Measurement {
+        name: format!("conv2d.resnet18.b{batch}.total"),
+        threads: rayon::current_num_threads(),
+        median_ms: sum,
+        min_ms: sum,
+        max_ms: sum,
+        flops: Some(total_flops),
+    });
+    out
+}
+
+/// A readable table of measurements.
+pub fn format_table(rows: &[Measurement]) -> String {
+    let mut s = format!(
+        "{:<44} {:>7} {:>11} {:>11} {:>11} {:>10}\n",
+        "name", "threads", "median ms", "min ms", "max ms", "GFLOP/s"
+    );
+    for m in rows {
+        let gf = m.gflops().map(|g| format!("{g:.1}")).unwrap_or_else(|| "-".into());
+        s += &format!(
+            "{:<44} {:>7} {:>11.3} {:>11.3} {:>11.3} {:>10}\n",
+            m.name, m.threads, m.median_ms, m.min_ms, m.max_ms, gf
+        );
+    }
+    s
+}

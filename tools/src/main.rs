@@ -1,1 +1,34 @@
-fn main() {}
+//! `tools`: the cxr command line. Errors are reported at this edge with `anyhow`.
+
+mod bench;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// cxr: train, evaluate and explain chest X-ray classifiers with a from-scratch Rust runtime.
+#[derive(Parser)]
+#[command(name = "tools", version, about, long_about = None)]
+struct Cli {
+    /// Worker threads for the CPU kernels (default: RAYON_NUM_THREADS or all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure kernel throughput (GEMM, ResNet18 convolutions) and print a table or JSON lines.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        cxr::set_num_threads(threads)?;
+    }
+    match cli.command {
+        Command::Bench(args) => bench::run(&args),
+    }
+}
