@@ -122,9 +122,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     // ---- memory -------------------------------------------------------------------------------
     /// Copies host data to the device.
-    fn from_host(&self, data: Vec<f32>) -> Result<Storage>;
+    fn copy_from_host(&self, data: Vec<f32>) -> Result<Storage>;
     /// Copies device data to the host.
-    fn to_host(&self, s: &Storage) -> Result<Vec<f32>>;
+    fn copy_to_host(&self, s: &Storage) -> Result<Vec<f32>>;
     /// `len` copies of `value`.
     fn full(&self, len: usize, value: f32) -> Result<Storage>;
 

@@ -22,7 +22,7 @@ impl GradFn for BceBackward {
     }
     fn backward(&self, _out: &Tensor, grad: &Storage) -> Result<Vec<Option<Storage>>> {
         let be = self.logits.backend()?;
-        let scale = be.to_host(grad)?[0];
+        let scale = be.copy_to_host(grad)?[0];
         let (rows, classes) = (self.logits.dims()[0], self.logits.dims()[1]);
         let pw = self.pos_weight.as_ref().map(|p| p.storage());
         let g = be.bce_with_logits_backward(

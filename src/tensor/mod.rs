@@ -118,7 +118,7 @@ impl Tensor {
                 detail: format!("{} values for shape {:?} ({} elements)", data.len(), shape.dims(), shape.numel()),
             });
         }
-        Self::from_storage(device.backend()?.from_host(data)?, shape)
+        Self::from_storage(device.backend()?.copy_from_host(data)?, shape)
     }
 
     /// A tensor filled with `value`.
@@ -186,7 +186,7 @@ impl Tensor {
     }
     /// Copies the data to a host Vec.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        self.backend()?.to_host(&self.storage())
+        self.backend()?.copy_to_host(&self.storage())
     }
     /// The single value of a one-element tensor.
     pub fn to_scalar(&self) -> Result<f32> {

@@ -64,10 +64,10 @@ impl Backend for CpuBackend {
         Device::Cpu
     }
 
-    fn from_host(&self, data: Vec<f32>) -> Result<Storage> {
+    fn copy_from_host(&self, data: Vec<f32>) -> Result<Storage> {
         Ok(Storage::Cpu(data))
     }
-    fn to_host(&self, s: &Storage) -> Result<Vec<f32>> {
+    fn copy_to_host(&self, s: &Storage) -> Result<Vec<f32>> {
         Ok(host(s)?.to_vec())
     }
     fn full(&self, len: usize, value: f32) -> Result<Storage> {

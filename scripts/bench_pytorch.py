@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Run cxr's benchmark shapes in PyTorch and print cxr/PyTorch ratios side by side.
+
+The names and shapes mirror `src/bench.rs` (keep them in sync). Usage, from the repo root, with a
+venv outside the repo that has torch (`pip install torch`):
+
+    cargo run --release -p cxr-tools -- bench --json > /tmp/cxr.jsonl
+    /path/to/venv/bin/python scripts/bench_pytorch.py --ours /tmp/cxr.jsonl
+
+Without --ours it prints PyTorch's own figures only. `speedup` is PyTorch time / cxr time:
+above 1.0 cxr is faster. Both sides use the same thread count (default 2).
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+# (name, in_channels, out_channels, size, kernel, stride, count, needs_input_grad) as in
+# RESNET18_CONVS in src/bench.rs.
+RESNET18_CONVS = [
+    ("conv1", 3, 64, 224, 7, 2, 1, False),
+    ("layer1.3x3", 64, 64, 56, 3, 1, 4, True),
+    ("layer2.0.conv1", 64, 128, 56, 3, 2, 1, True),
+    ("layer2.0.downsample", 64, 128, 56, 1, 2, 1, True),
+    ("layer2.3x3", 128, 128, 28, 3, 1, 3, True),
+    ("layer3.0.conv1", 128, 256, 28, 3, 2, 1, True),
+    ("layer3.0.downsample", 128, 256, 28, 1, 2, 1, True),
+    ("layer3.3x3", 256, 256, 14, 3, 1, 3, True),
+    ("layer4.0.conv1", 256, 512, 14, 3, 2, 1, True),
+    ("layer4.0.downsample", 256, 512, 14, 1, 2, 1, True),
+    ("layer4.3x3", 512, 512, 7, 3, 1, 3, True),
+]
+
+
+def measure(fn, warmup=2, min_iters=5, max_seconds=2.0):
+    """Median/min/max milliseconds per call, with the same budget as cxr's Budget::standard."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - start < max_seconds:
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+        if len(times) >= 1000:
+            break
+    times.sort()
+    return statistics.median(times), times[0], times[-1]
+
+
+def gemm_cases(sizes):
+    for n in sizes:
+        a, b = torch.rand(n, n) - 0.5, torch.rand(n, n) - 0.5
+        out = torch.empty(n, n)
+        yield f"gemm.{n}", (lambda a=a, b=b, out=out: torch.mm(a, b, out=out)), 1.0
+
+
+def conv_cases(batch):
+    for name, cin, cout, size, k, s, count, needs_input_grad in RESNET18_CONVS:
+        x = torch.rand(batch, cin, size, size) - 0.5
+        w = torch.rand(cout, cin, k, k) - 0.5
+        y = F.conv2d(x, w, None, s, k // 2)
+        dy = torch.rand_like(y) - 0.5
+        args = (dy, x, w, None, [s, s], [k // 2, k // 2], [1, 1], False, [0, 0], 1)
+        prefix = f"conv2d.{name}.b{batch}"
+        yield f"{prefix}.fwd", (lambda x=x, w=w, s=s, k=k: F.conv2d(x, w, None, s, k // 2)), count
+        yield (f"{prefix}.bwd_data",
+               (lambda a=args: torch.ops.aten.convolution_backward(*a, [True, False, False])),
+               count if needs_input_grad else 0)
+        yield (f"{prefix}.bwd_weight",
+               (lambda a=args: torch.ops.aten.convolution_backward(*a, [False, True, False])), count)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ours", help="cxr `tools bench --json` output to compare against")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gemm-sizes", default="256,1024,2048")
+    p.add_argument("--batch", default="1,32")
+    p.add_argument("--only", default="gemm,conv")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+
+    ours = {}
+    if args.ours:
+        with open(args.ours) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    rec = json.loads(line)
+                    ours[rec["name"]] = rec["median"]
+
+    cases = []
+    if "gemm" in args.only:
+        cases += list(gemm_cases([int(n) for n in args.gemm_sizes.split(",")]))
+    totals = {}
+    if "conv" in args.only:
+        for batch in [int(b) for b in args.batch.split(",")]:
+            cases += list(conv_cases(batch))
+
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'name':<44} {'torch ms':>10} {'cxr ms':>10} {'speedup':>8}")
+    for name, fn, weight in cases:
+        median, _, _ = measure(fn)
+        if name.startswith("conv2d."):
+            batch = name.split(".")[-2]
+            key = f"conv2d.resnet18.{batch}.total"
+            totals[key] = totals.get(key, 0.0) + median * weight
+        print_row(name, median, ours.get(name))
+    for key, torch_total in totals.items():
+        print_row(key, torch_total, ours.get(key))
+
+
+def print_row(name, torch_ms, cxr_ms):
+    if cxr_ms is None:
+        print(f"{name:<44} {torch_ms:>10.3f} {'-':>10} {'-':>8}")
+    else:
+        print(f"{name:<44} {torch_ms:>10.3f} {cxr_ms:>10.3f} {torch_ms / cxr_ms:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
