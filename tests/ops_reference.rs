@@ -401,8 +401,9 @@ proptest! {
         assert_close("bce grad", &g, &bce_backward_ref(&xv, &tv, pw_ref, classes), 1e-5, 1e-7 / len as f64);
     }
 
-    /// Dropout in training mode at moderate size: kept values are x / (1 - p) (rtol 1e-6), the same
-    /// seed gives the same mask, the gradient is dy times the mask; eval mode is the identity.
+    /// Dropout in training mode at moderate size: output equals the Philox-mask reference exactly,
+    /// kept values are x / (1 - p) (rtol 1e-6), the same seed gives the same mask, the gradient is
+    /// dy times the mask (rtol 1e-6); eval mode is the identity.
     #[test]
     fn dropout_matches_reference(dims in any_shape(), p in 0.05f32..0.95, seed in any::<u64>()) {
         let n = numel(&dims);
@@ -410,6 +411,7 @@ proptest! {
         let x = leaf(xv.clone(), &dims);
         let y = ops::dropout(&x, p, true, seed).unwrap();
         let yv = host(&y);
+        assert_close("dropout vs Philox reference", &yv, &dropout_ref(&xv, p, seed), 0.0, 0.0);
         let y2 = host(&ops::dropout(&x, p, true, seed).unwrap());
         prop_assert_eq!(&yv, &y2);
         let keep = 1.0 / (1.0 - p as f64);

@@ -602,6 +602,22 @@ pub fn cat_channels_ref(parts: &[(&[f32], usize)], n: usize, plane: usize) -> Ve
     out
 }
 
+/// Inverted dropout with the crate's documented mask: element i is dropped when
+/// Philox(seed, i) < p, else scaled by 1 / (1 - p) (computed as x * (1 / (1 - p)) in f32).
+pub fn dropout_ref(x: &[f32], p: f32, seed: u64) -> Vec<f64> {
+    let keep = 1.0 / (1.0 - p);
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if cxr::backend::philox::uniform(seed, i as u64) < p {
+                0.0
+            } else {
+                (v * keep) as f64
+            }
+        })
+        .collect()
+}
+
 /// log(1 + exp(v)) in f64 without overflow.
 pub fn softplus(v: f64) -> f64 {
     if v > 0.0 {
