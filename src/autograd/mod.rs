@@ -60,7 +60,7 @@ pub fn set_grad_enabled(on: bool) -> GradModeGuard {
 }
 
 /// The gradients one backward pass produced, for leaves that require grad and retained tensors.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Gradients {
     grads: HashMap<TensorId, Tensor>,
 }

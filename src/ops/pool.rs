@@ -9,8 +9,11 @@ use crate::tensor::Tensor;
 fn pool_geometry(op: &'static str, x: &Tensor, kernel: usize, stride: usize, pad: usize) -> Result<Pool2dGeometry> {
     expect_rank(op, "input", x, 4)?;
     let d = x.dims();
+    if x.numel() == 0 {
+        return Err(Error::EmptyTensor { op, shape: d.to_vec() });
+    }
     let g = Pool2dGeometry { batch: d[0], channels: d[1], in_h: d[2], in_w: d[3], kernel, stride, pad };
-    if !g.is_valid() || x.numel() == 0 {
+    if !g.is_valid() {
         return Err(Error::InvalidArgument {
             op,
             detail: format!("input {d:?}, kernel {kernel}, stride {stride}, padding {pad} give no output (padding must be at most half the kernel)"),

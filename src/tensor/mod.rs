@@ -250,16 +250,16 @@ impl Tensor {
     pub fn zero_grad(&self) {
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
-    /// Adds `g` to the accumulated gradient (PyTorch accumulation semantics).
+    /// Adds `g` to the accumulated gradient (PyTorch accumulation semantics). The sum is a new
+    /// tensor, so a gradient the caller read earlier with [`grad`](Self::grad) keeps its values
+    /// (as PyTorch accumulates out of place while the old gradient is still referenced).
     pub(crate) fn accumulate_grad(&self, g: Storage) -> Result<()> {
         let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref() {
-            None => *slot = Some(Tensor::from_storage(g, self.shape().clone())?),
-            Some(existing) => {
-                let backend = self.backend()?;
-                backend.add_assign(&mut existing.storage_mut(), &g)?;
-            }
-        }
+        let total = match slot.as_ref() {
+            None => g,
+            Some(existing) => self.backend()?.add(&existing.storage(), &g)?,
+        };
+        *slot = Some(Tensor::from_storage(total, self.shape().clone())?);
         Ok(())
     }
     /// A leaf sharing this tensor's data, cut from the graph (gradients stop here).

@@ -52,14 +52,14 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// max(x, 0).
+/// max(x, 0), propagating NaN as PyTorch does (a NaN must not be hidden as 0).
 pub fn relu(x: &[f32]) -> Vec<f32> {
-    map(x, |v| if v > 0.0 { v } else { 0.0 })
+    map(x, |v| if v > 0.0 || v.is_nan() { v } else { 0.0 })
 }
 
-/// dy where y > 0.
+/// dy where y > 0 (PyTorch's threshold_backward: 0 where y <= 0, so a NaN output passes dy).
 pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
-    zip_map(y, dy, |y, d| if y > 0.0 { d } else { 0.0 })
+    zip_map(y, dy, |y, d| if y <= 0.0 { 0.0 } else { d })
 }
 
 /// Logistic sigmoid, stable for large |x|.
