@@ -9,7 +9,7 @@ pub mod densenet;
 pub mod mlp;
 pub mod resnet;
 
-pub use densenet::DenseNet;
+pub use densenet::{DenseNet, DenseNetConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use resnet::{ResNet, ResNetConfig};
 
