@@ -1,5 +1,6 @@
 //! The library's error type. Every fallible public call returns [`Result`].
 
+use std::path::PathBuf;
 use thiserror::Error;
 
 /// Errors returned by the cxr library.
@@ -32,6 +33,33 @@ pub enum Error {
     /// Autograd was asked for something the graph cannot give.
     #[error("autograd: {0}")]
     Autograd(String),
+
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file's contents are malformed (a corrupt or hostile header, an unknown dtype, ...).
+    #[error("{}: {detail}", path.display())]
+    Format { path: PathBuf, detail: String },
+
+    /// A weight file does not fit a model: every missing, unexpected and mismatched tensor.
+    #[error("{}: weights do not fit the model:\n{report}", path.display())]
+    WeightsMismatch { path: PathBuf, report: String },
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+    /// A format error in `path`.
+    pub fn format(path: impl Into<PathBuf>, detail: impl Into<String>) -> Error {
+        Error::Format { path: path.into(), detail: detail.into() }
+    }
 }
 
 /// Shorthand for results of the cxr library.

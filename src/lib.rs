@@ -13,6 +13,7 @@ pub mod autograd;
 pub mod backend;
 pub mod bench;
 pub mod error;
+pub mod io;
 pub mod models;
 pub mod nn;
 pub mod ops;

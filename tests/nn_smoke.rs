@@ -1,7 +1,6 @@
 //! End-to-end check of the engine: layers, autograd and the CPU kernels together learn a small
 //! synthetic task, and the README's library example runs as written.
 
-use cxr::backend::Storage;
 use cxr::nn::{BatchNorm, Conv2d, Conv2dSpec, Dropout, Linear, Module, TensorRole};
 use cxr::tensor::init::{FanMode, Rng};
 use cxr::{ops, Device, Tensor};
@@ -61,7 +60,7 @@ fn sgd_step(model: &dyn Module, lr: f32) {
     for p in model.parameters() {
         let g = p.tensor.grad().expect("every parameter gets a gradient").to_vec().unwrap();
         let mut s = p.tensor.storage_mut();
-        let Storage::Cpu(w) = &mut *s;
+        let w = s.host_mut().expect("CPU storage");
         w.iter_mut().zip(&g).for_each(|(w, g)| *w -= lr * g);
     }
     model.zero_grad();

@@ -44,11 +44,14 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// Device-resident f32 data. One variant per device kind.
+/// Device-resident f32 data. One variant per kind of memory.
 #[derive(Debug, Clone)]
 pub enum Storage {
     /// Host memory.
     Cpu(Vec<f32>),
+    /// Host memory borrowed read-only from a memory-mapped weight file (zero-copy loading).
+    /// [`Storage::host_mut`] turns it into `Cpu` on the first write.
+    Mapped(MappedF32),
 }
 
 impl Storage {
@@ -56,6 +59,7 @@ impl Storage {
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(v) => v.len(),
+            Storage::Mapped(m) => m.len(),
         }
     }
     /// True when no elements are held.
@@ -65,8 +69,67 @@ impl Storage {
     /// The device the data lives on.
     pub fn device(&self) -> Device {
         match self {
-            Storage::Cpu(_) => Device::Cpu,
+            Storage::Cpu(_) | Storage::Mapped(_) => Device::Cpu,
         }
+    }
+    /// The data as a host slice, when it lives in host memory.
+    pub fn host(&self) -> Option<&[f32]> {
+        match self {
+            Storage::Cpu(v) => Some(v),
+            Storage::Mapped(m) => Some(m.as_slice()),
+        }
+    }
+    /// The data as a mutable host Vec, when it lives in host memory; mapped data is copied out of
+    /// the file first (copy on write).
+    pub fn host_mut(&mut self) -> Option<&mut Vec<f32>> {
+        if let Storage::Mapped(m) = self {
+            *self = Storage::Cpu(m.as_slice().to_vec());
+        }
+        match self {
+            Storage::Cpu(v) => Some(v),
+            Storage::Mapped(_) => None,
+        }
+    }
+}
+
+/// A run of little-endian f32 values inside a memory-mapped file, checked aligned on creation.
+#[derive(Clone)]
+pub struct MappedF32 {
+    map: std::sync::Arc<memmap2::Mmap>,
+    offset: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for MappedF32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedF32 {{ offset: {}, len: {} }}", self.offset, self.len)
+    }
+}
+
+impl MappedF32 {
+    /// Borrows `len` f32 values at byte `offset` of `map`, or returns None when they are out of
+    /// bounds, not 4-byte aligned, or the machine is big-endian (then the caller copies).
+    pub fn new(map: std::sync::Arc<memmap2::Mmap>, offset: usize, len: usize) -> Option<MappedF32> {
+        let end = offset.checked_add(len.checked_mul(4)?)?;
+        let aligned = (map.as_ptr() as usize + offset) % std::mem::align_of::<f32>() == 0;
+        (end <= map.len() && aligned && cfg!(target_endian = "little")).then_some(MappedF32 { map, offset, len })
+    }
+    /// Number of f32 values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The values.
+    pub fn as_slice(&self) -> &[f32] {
+        // SAFETY: `new` checked that offset..offset + 4*len lies inside the mapping and that the
+        // start is f32-aligned; every bit pattern is a valid f32 and the machine is little-endian
+        // as the file format is; the Arc keeps the mapping alive as long as this slice's owner.
+        // The mapping is read-only (a file changed underneath by another process is outside what
+        // any mmap-based loader can guard against, and is documented in io::safetensors).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.offset).cast::<f32>(), self.len) }
     }
 }
 

@@ -39,20 +39,13 @@ impl CpuBackend {
 
 /// Borrows host data from a storage, or says which device it is on.
 fn host(s: &Storage) -> Result<&[f32]> {
-    #[allow(unreachable_patterns)]
-    match s {
-        Storage::Cpu(v) => Ok(v),
-        other => Err(Error::DeviceMismatch { op: "cpu backend", a: "cpu".into(), b: other.device().to_string() }),
-    }
+    s.host().ok_or_else(|| Error::DeviceMismatch { op: "cpu backend", a: "cpu".into(), b: s.device().to_string() })
 }
 
-/// Mutably borrows host data from a storage.
+/// Mutably borrows host data from a storage (copying mapped data out of its file first).
 fn host_mut(s: &mut Storage) -> Result<&mut Vec<f32>> {
-    #[allow(unreachable_patterns)]
-    match s {
-        Storage::Cpu(v) => Ok(v),
-        other => Err(Error::DeviceMismatch { op: "cpu backend", a: "cpu".into(), b: other.device().to_string() }),
-    }
+    let device = s.device();
+    s.host_mut().ok_or_else(|| Error::DeviceMismatch { op: "cpu backend", a: "cpu".into(), b: device.to_string() })
 }
 
 fn host_opt(s: Option<&Storage>) -> Result<Option<&[f32]>> {

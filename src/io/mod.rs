@@ -1,0 +1,9 @@
+//! Reading and writing weights: safetensors through mmap, checkpoints with metadata, and atomic
+//! file replacement so a crash never leaves a truncated file behind.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod safetensors;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
+pub use safetensors::{load_into, LoadOptions, LoadReport, WeightFile};
