@@ -1,6 +1,7 @@
 //! `tools`: the cxr command line. Errors are reported at this edge with `anyhow`.
 
 mod bench;
+mod info;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -21,14 +22,26 @@ struct Cli {
 enum Command {
     /// Measure kernel throughput (GEMM, ResNet18 convolutions) and print a table or JSON lines.
     Bench(bench::BenchArgs),
+    /// Show the tensors, dtypes, shapes, parameter count and metadata of a weight file.
+    Info(info::InfoArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     if let Some(threads) = cli.threads {
         cxr::set_num_threads(threads)?;
     }
     match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Info(args) => info::run(&args),
     }
 }
