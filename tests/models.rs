@@ -177,3 +177,34 @@ fn wrong_input_channels_is_a_typed_error() {
     let x = Tensor::zeros([1, 3, 32, 32], Device::Cpu).unwrap();
     assert!(matches!(m.forward(&x), Err(cxr::Error::ShapeMismatch { .. })));
 }
+
+/// Trains a few steps so running statistics are not the identity, then compares eval outputs.
+fn fold_check<M: Model>(model: &mut M, fold: impl Fn(&mut M), x: &Tensor) {
+    for _ in 0..2 {
+        model.set_training(true);
+        let _ = model.forward(x).unwrap();
+    }
+    model.set_training(false);
+    let _g = cxr::no_grad();
+    let before = model.forward(x).unwrap().to_vec().unwrap();
+    let tensors_before = model.named_tensors().len();
+    fold(model);
+    assert!(model.named_tensors().len() < tensors_before, "batch norms were removed");
+    let after = model.forward(x).unwrap().to_vec().unwrap();
+    let scale = before.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (a, b) in before.iter().zip(&after) {
+        // Float rounding only: folding reorders a handful of multiplications per element.
+        assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn batch_norm_folding_changes_outputs_only_by_rounding() {
+    let x = Tensor::rand_uniform([2, 3, 64, 64], 0.0, 1.0, 1, Device::Cpu).unwrap();
+    let mut r = ResNet::new(ResNetConfig::resnet18(3, 14), 4, Device::Cpu).unwrap();
+    fold_check(&mut r, |m| m.fold_batch_norm().unwrap(), &x);
+    assert!(r.is_folded());
+    assert!(r.named_tensors().iter().any(|t| t.name == "layer2.0.downsample.0.bias"));
+    let mut d = DenseNet::new(DenseNetConfig::densenet121(3, 14), 5, Device::Cpu).unwrap();
+    fold_check(&mut d, |m| m.fold_batch_norm().unwrap(), &x);
+}

@@ -13,6 +13,7 @@
 use super::{layer_seed, Model, Tap};
 use crate::backend::Device;
 use crate::error::{Error, Result};
+use crate::nn::fold::fold_into_conv;
 use crate::nn::{join, BatchNorm, Conv2d, Conv2dSpec, Linear, Module, TensorRole};
 use crate::ops;
 use crate::tensor::init::FanMode;
@@ -45,7 +46,8 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, seed: u64, device
 struct DenseLayer {
     norm1: BatchNorm,
     conv1: Conv2d,
-    norm2: BatchNorm,
+    /// None once folded into `conv1`.
+    norm2: Option<BatchNorm>,
     conv2: Conv2d,
 }
 
@@ -55,23 +57,28 @@ impl DenseLayer {
         Ok(DenseLayer {
             norm1: BatchNorm::new(cin, device)?,
             conv1: conv(cin, width, 1, 1, layer_seed(seed, 1), device)?,
-            norm2: BatchNorm::new(width, device)?,
+            norm2: Some(BatchNorm::new(width, device)?),
             conv2: conv(width, c.growth_rate, 3, 1, layer_seed(seed, 2), device)?,
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&ops::relu(&self.norm1.forward(x)?)?)?;
-        self.conv2.forward(&ops::relu(&self.norm2.forward(&h)?)?)
+        let mut h = self.conv1.forward(&ops::relu(&self.norm1.forward(x)?)?)?;
+        if let Some(norm2) = &self.norm2 {
+            h = norm2.forward(&h)?;
+        }
+        self.conv2.forward(&ops::relu(&h)?)
     }
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
         self.norm1.visit(&join(prefix, "norm1"), f);
         self.conv1.visit(&join(prefix, "conv1"), f);
-        self.norm2.visit(&join(prefix, "norm2"), f);
+        if let Some(norm2) = &self.norm2 {
+            norm2.visit(&join(prefix, "norm2"), f);
+        }
         self.conv2.visit(&join(prefix, "conv2"), f);
     }
     fn set_training(&self, training: bool) {
         self.norm1.set_training(training);
-        self.norm2.set_training(training);
+        self.norm2.iter().for_each(|n| n.set_training(training));
     }
 }
 
@@ -98,7 +105,8 @@ struct Stage {
 pub struct DenseNet {
     config: DenseNetConfig,
     conv0: Conv2d,
-    norm0: BatchNorm,
+    /// None once folded into `conv0`.
+    norm0: Option<BatchNorm>,
     stages: Vec<Stage>,
     norm5: BatchNorm,
     classifier: Linear,
@@ -112,7 +120,7 @@ impl DenseNet {
             return Err(Error::InvalidArgument { op: "DenseNet::new", detail: format!("{config:?}") });
         }
         let conv0 = conv(config.in_channels, config.init_features, 7, 2, layer_seed(seed, 0), device)?;
-        let norm0 = BatchNorm::new(config.init_features, device)?;
+        let norm0 = Some(BatchNorm::new(config.init_features, device)?);
         let mut channels = config.init_features;
         let mut stages = Vec::new();
         for (b, &count) in config.blocks.iter().enumerate() {
@@ -147,6 +155,21 @@ impl DenseNet {
         &self.config
     }
 
+    /// Folds the batch norms that follow a convolution (`norm0` into `conv0`, each dense layer's
+    /// `norm2` into its `conv1`) for inference. The pre-activation norms (`norm1`, transitions,
+    /// `norm5`) follow a concatenation, not a conv, and stay. Outputs change by float rounding.
+    pub fn fold_batch_norm(&mut self) -> Result<()> {
+        if let Some(norm0) = self.norm0.take() {
+            fold_into_conv(&mut self.conv0, &norm0)?;
+        }
+        for layer in self.stages.iter_mut().flat_map(|s| s.layers.iter_mut()) {
+            if let Some(norm2) = layer.norm2.take() {
+                fold_into_conv(&mut layer.conv1, &norm2)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The classification head (`classifier`).
     pub fn head(&self) -> &Linear {
         &self.classifier
@@ -157,7 +180,9 @@ impl Module for DenseNet {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
         let features = join(prefix, "features");
         self.conv0.visit(&join(&features, "conv0"), f);
-        self.norm0.visit(&join(&features, "norm0"), f);
+        if let Some(norm0) = &self.norm0 {
+            norm0.visit(&join(&features, "norm0"), f);
+        }
         for (b, stage) in self.stages.iter().enumerate() {
             let block = join(&features, &format!("denseblock{}", b + 1));
             for (l, layer) in stage.layers.iter().enumerate() {
@@ -173,7 +198,7 @@ impl Module for DenseNet {
         self.classifier.visit(&join(prefix, "classifier"), f);
     }
     fn set_training(&self, training: bool) {
-        self.norm0.set_training(training);
+        self.norm0.iter().for_each(|n| n.set_training(training));
         for stage in &self.stages {
             stage.layers.iter().for_each(|l| l.set_training(training));
             stage.transition.iter().for_each(|t| t.norm.set_training(training));
@@ -192,7 +217,11 @@ impl Model for DenseNet {
                 detail: format!("input {:?}, expected [N, {}, H, W]", x.dims(), self.config.in_channels),
             });
         }
-        let h = ops::relu(&self.norm0.forward(&self.conv0.forward(x)?)?)?;
+        let mut h = self.conv0.forward(x)?;
+        if let Some(norm0) = &self.norm0 {
+            h = norm0.forward(&h)?;
+        }
+        let h = ops::relu(&h)?;
         let mut h = ops::max_pool2d(&h, 3, 2, 1)?;
         for (b, stage) in self.stages.iter().enumerate() {
             let mut features = vec![h];

@@ -8,6 +8,7 @@
 use super::{layer_seed, Model, Tap};
 use crate::backend::Device;
 use crate::error::{Error, Result};
+use crate::nn::fold::fold_into_conv;
 use crate::nn::{join, BatchNorm, Conv2d, Conv2dSpec, Linear, Module, TensorRole};
 use crate::ops;
 use crate::tensor::init::FanMode;
@@ -77,18 +78,38 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, seed: u64, device
     Conv2d::new(spec, FanMode::FanOut, seed, device)
 }
 
-/// conv + batch norm, the unit every block repeats.
+/// conv + batch norm, the unit every block repeats. After [`ResNet::fold_batch_norm`] the batch
+/// norm lives inside the conv's weight and bias and `bn` is None.
 struct ConvBn {
     conv: Conv2d,
-    bn: BatchNorm,
+    bn: Option<BatchNorm>,
 }
 
 impl ConvBn {
     fn new(cin: usize, cout: usize, kernel: usize, stride: usize, seed: u64, device: Device) -> Result<ConvBn> {
-        Ok(ConvBn { conv: conv(cin, cout, kernel, stride, seed, device)?, bn: BatchNorm::new(cout, device)? })
+        Ok(ConvBn { conv: conv(cin, cout, kernel, stride, seed, device)?, bn: Some(BatchNorm::new(cout, device)?) })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.bn.forward(&self.conv.forward(x)?)
+        let y = self.conv.forward(x)?;
+        match &self.bn {
+            Some(bn) => bn.forward(&y),
+            None => Ok(y),
+        }
+    }
+    fn visit(&self, conv_name: &str, bn_name: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
+        self.conv.visit(conv_name, f);
+        if let Some(bn) = &self.bn {
+            bn.visit(bn_name, f);
+        }
+    }
+    fn set_training(&self, training: bool) {
+        self.bn.iter().for_each(|bn| bn.set_training(training));
+    }
+    fn fold(&mut self) -> Result<()> {
+        if let Some(bn) = self.bn.take() {
+            fold_into_conv(&mut self.conv, &bn)?;
+        }
+        Ok(())
     }
 }
 
@@ -136,17 +157,15 @@ impl Block {
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
         for (i, unit) in self.units.iter().enumerate() {
-            unit.conv.visit(&join(prefix, &format!("conv{}", i + 1)), f);
-            unit.bn.visit(&join(prefix, &format!("bn{}", i + 1)), f);
+            unit.visit(&join(prefix, &format!("conv{}", i + 1)), &join(prefix, &format!("bn{}", i + 1)), f);
         }
         if let Some(d) = &self.downsample {
-            d.conv.visit(&join(prefix, "downsample.0"), f);
-            d.bn.visit(&join(prefix, "downsample.1"), f);
+            d.visit(&join(prefix, "downsample.0"), &join(prefix, "downsample.1"), f);
         }
     }
 
     fn set_training(&self, training: bool) {
-        self.units.iter().chain(&self.downsample).for_each(|u| u.bn.set_training(training));
+        self.units.iter().chain(&self.downsample).for_each(|u| u.set_training(training));
     }
 }
 
@@ -192,6 +211,22 @@ impl ResNet {
         &self.config
     }
 
+    /// Folds every batch norm into the convolution before it (inference only: afterwards the
+    /// network has no batch statistics to train with, and its tensors are named `conv*.bias`
+    /// instead of `bn*`). Outputs change by float rounding only.
+    pub fn fold_batch_norm(&mut self) -> Result<()> {
+        self.stem.fold()?;
+        for block in self.layers.iter_mut().flatten() {
+            block.units.iter_mut().chain(block.downsample.iter_mut()).try_for_each(ConvBn::fold)?;
+        }
+        Ok(())
+    }
+
+    /// True once [`fold_batch_norm`](Self::fold_batch_norm) has run.
+    pub fn is_folded(&self) -> bool {
+        self.stem.bn.is_none()
+    }
+
     /// The classification head (`fc`), e.g. to re-initialise it for a new label set.
     pub fn head(&self) -> &Linear {
         &self.fc
@@ -200,8 +235,7 @@ impl ResNet {
 
 impl Module for ResNet {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
-        self.stem.conv.visit(&join(prefix, "conv1"), f);
-        self.stem.bn.visit(&join(prefix, "bn1"), f);
+        self.stem.visit(&join(prefix, "conv1"), &join(prefix, "bn1"), f);
         for (li, layer) in self.layers.iter().enumerate() {
             for (bi, block) in layer.iter().enumerate() {
                 block.visit(&join(prefix, &format!("layer{}.{bi}", li + 1)), f);
@@ -210,7 +244,7 @@ impl Module for ResNet {
         self.fc.visit(&join(prefix, "fc"), f);
     }
     fn set_training(&self, training: bool) {
-        self.stem.bn.set_training(training);
+        self.stem.set_training(training);
         self.layers.iter().flatten().for_each(|b| b.set_training(training));
     }
 }

@@ -6,6 +6,7 @@
 
 mod conv;
 mod dropout;
+pub mod fold;
 mod linear;
 mod norm;
 
