@@ -53,23 +53,30 @@ const SHAPES: &[Shape] = &[
 ];
 
 fn main() {
-    let filters: Vec<String> = std::env::args()
+    // Filter words naming a level pick levels; the others pick shapes by substring.
+    let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let keep = |s: &str| filters.is_empty() || filters.iter().any(|f| s.contains(f.as_str()));
-    let levels: Vec<SimdLevel> = SimdLevel::supported().into_iter().rev().collect();
-    let level_filtered = levels.iter().any(|l| filters.iter().any(|f| f == l.name()));
+    let (level_words, shape_words): (Vec<&String>, Vec<&String>) =
+        args.iter().partition(|a| SimdLevel::parse(a).is_some());
+    let levels: Vec<SimdLevel> = SimdLevel::supported()
+        .into_iter()
+        .rev()
+        .filter(|l| {
+            level_words.is_empty() || level_words.iter().any(|w| SimdLevel::parse(w) == Some(*l))
+        })
+        .collect();
+    let keep = |name: &str| {
+        shape_words.is_empty() || shape_words.iter().any(|w| name.contains(w.as_str()))
+    };
     println!("threads: {}", rayon::current_num_threads());
     println!(
         "{:<10} {:<28} {:>10} {:>10} {:>10}",
         "level", "shape", "GFLOP/s", "ms", "cpu GF/s"
     );
     for level in levels {
-        if level_filtered && !filters.iter().any(|f| f == level.name()) {
-            continue;
-        }
-        for s in SHAPES.iter().filter(|s| level_filtered || keep(s.name)) {
+        for s in SHAPES.iter().filter(|s| keep(s.name)) {
             let (secs, cpu_secs) = median_seconds(level, s);
             let gflops = |t: f64| 2.0 * (s.m * s.n * s.k) as f64 / t / 1e9;
             let cpu = cpu_secs.map_or("-".to_string(), |t| format!("{:.1}", gflops(t)));

@@ -1,22 +1,25 @@
-//! The GEMM driver: packs both operands once into a reusable buffer, then computes C tile by tile,
-//! the tiles spread over rayon's global pool.
+//! The GEMM driver: cache blocking, packing and the split of C into tiles spread over rayon's
+//! global pool.
 //!
-//! Loop nest inside one tile of C (`rows x cols` in panels):
+//! A is packed once, up front (in parallel), into a buffer shared by all tiles. Each tile of C
+//! (`rows x cols` in panels) then runs:
 //! ```text
 //! for each k block (KC)             C tile accumulates across blocks (beta only on the first)
+//!   pack the tile's KC x cols block of B into this thread's buffer: it stays in L2
 //!   for each A panel (MR rows)      its MR x KC micro-panel stays in L1 ...
-//!     for each B panel (NR cols)    ... while KC x NR micro-panels stream from the L2-resident
-//!       micro-kernel                    KC x NB block of B
+//!     for each B panel (NR cols)    ... while the KC x NR micro-panels stream from L2
+//!       micro-kernel
 //! ```
-//! Packing everything up front (in parallel) rather than per block keeps the threads independent:
-//! no barrier is needed, so a call nested inside another rayon task cannot deadlock, and tiles
-//! can be stolen freely for load balance on a busy machine.
+//! Tiles are preferably whole columns of C (all rows), so no B block is packed twice; rows are cut
+//! only when there are too few columns to share. Tasks never wait on each other (no barrier), so
+//! a call nested inside another rayon task cannot deadlock and tiles can be stolen freely for
+//! load balance on a busy machine.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::buffer::PackBuf;
+use super::buffer::{PackBuf, Slot};
 use super::pack::StripSource;
 use super::MatRef;
 
@@ -44,19 +47,17 @@ pub(super) trait MicroKernel {
     /// Longest k block: an `MR x KC` A micro-panel should sit in L1 next to one streaming
     /// `KC x NR` B micro-panel.
     const KC: usize;
-    /// Target rows of C per task tile (a multiple of MR).
-    const MB: usize;
     /// Target columns of C per task tile (a multiple of NR): the `KC x NB` block of B reused by
     /// every A panel of the tile should fit in L2.
     const NB: usize;
 
-    /// Packs rows `i0 .. i0 + rows` of A, k indices `p0 .. p0 + kc`, into one `MR`-row
-    /// micro-panel of `kc * MR` floats.
-    fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, rows: usize, p0: usize, kc: usize);
+    /// Packs k indices `p0 .. p0 + kc` of the A rows from `i0` on into consecutive `MR`-row
+    /// micro-panels of `kc * MR` floats (as many as `dst` holds; rows from `m` on read as zero).
+    fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, m: usize, p0: usize, kc: usize);
 
-    /// Packs columns `j0 .. j0 + cols` of B, k indices `p0 .. p0 + kc`, into one `NR`-column
-    /// micro-panel of `kc * NR` floats.
-    fn pack_b(dst: &mut [f32], src: StripSource<'_>, j0: usize, cols: usize, p0: usize, kc: usize);
+    /// Packs k indices `p0 .. p0 + kc` of the B columns from `j0` on into consecutive
+    /// `NR`-column micro-panels of `kc * NR` floats (columns from `n` on read as zero).
+    fn pack_b(dst: &mut [f32], src: StripSource<'_>, j0: usize, n: usize, p0: usize, kc: usize);
 
     /// C tile = A micro-panel * B micro-panel + beta * C tile, storing only the top-left
     /// `rows x cols` of the `MR x NR` result.
@@ -99,51 +100,26 @@ impl CPtr {
 /// Runs the whole product with micro-kernel `K`.
 ///
 /// # Safety
-/// The CPU supports the instructions `K` uses. (Slice lengths were checked by the caller and are
-/// re-checked here where it matters for soundness.)
+/// The CPU supports the instructions `K` uses.
 pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     let (m, n, k) = (p.m, p.n, p.k);
-    // The tile stores below go through raw pointers; this bound is what keeps them inside `c`.
-    assert!(p.ldc >= n && c.len() >= (m - 1) * p.ldc + n);
+    // The tile stores go through raw pointers; this bound is what keeps them inside `c`.
+    assert!(m > 0 && n > 0 && k > 0 && p.ldc >= n && c.len() >= (m - 1) * p.ldc + n);
     let m_panels = m.div_ceil(K::MR);
     let n_panels = n.div_ceil(K::NR);
-    // Round A up to whole cache lines so B's panels start 64-byte aligned too.
-    let a_len = (m_panels * K::MR * k).next_multiple_of(16);
-    let b_len = n_panels * K::NR * k;
-    let threads = if 2 * m * n * k >= PARALLEL_MIN_FLOPS {
+    let parallel = 2 * m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
+    let threads = if parallel {
         rayon::current_num_threads()
     } else {
         1
     };
-
     // Equal k blocks (e.g. 576 = 3 x 192, not 256 + 256 + 64) keep every kernel call long.
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
 
-    let mut buf = PackBuf::take(a_len + b_len);
-    let (pa, pb) = buf.as_mut_slice().split_at_mut(a_len);
-    let parallel = threads > 1;
-    let a_src = StripSource::rows_of_a(p.a);
-    pack_operand(
-        &mut pa[..m_panels * K::MR * k],
-        a_src,
-        m,
-        K::MR,
-        k,
-        kc_max,
-        parallel,
-        K::pack_a,
-    );
-    pack_operand(
-        pb,
-        StripSource::cols_of_b(p.b),
-        n,
-        K::NR,
-        k,
-        kc_max,
-        parallel,
-        K::pack_b,
-    );
-    let (pa, pb) = (&*pa, &*pb);
+    let mut a_buf = PackBuf::take(Slot::SharedA, m_panels * K::MR * k);
+    let pa = a_buf.as_mut_slice();
+    pack_a::<K>(pa, StripSource::rows_of_a(p.a), m, k, kc_max, parallel);
+    let pa = &*pa;
 
     let (row_tiles, col_tiles) = plan_tiles::<K>(m_panels, n_panels, threads);
     let cptr = CPtr(c.as_mut_ptr());
@@ -152,7 +128,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
         let cols = split(t % col_tiles, col_tiles, n_panels);
         // SAFETY: the CPU supports `K` (our caller's contract); tiles of the grid are disjoint,
         // so no two tasks write the same element of C; `c` outlives the parallel section.
-        unsafe { compute_tile::<K>(pa, pb, p, kc_max, rows, cols, cptr.get()) }
+        unsafe { compute_tile::<K>(pa, p, kc_max, rows, cols, cptr.get()) }
     };
     let tiles = row_tiles * col_tiles;
     if parallel && tiles > 1 {
@@ -162,47 +138,36 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     }
 }
 
-/// Signature of [`MicroKernel::pack_a`] and [`MicroKernel::pack_b`].
-type PackFn = fn(&mut [f32], StripSource<'_>, usize, usize, usize, usize);
-
-/// Packs one operand (`extent` strips of width `w`) block by block along k, in parallel if asked.
-///
-/// Layout: k block after k block (`kc_max` long, the last maybe shorter); inside a block,
-/// micro-panel after micro-panel. The panels one tile walks through for a given k block are
-/// therefore adjacent; panel-major storage over the whole of k would put them a power of two
-/// apart for power-of-two k, all in the same cache sets.
-#[allow(clippy::too_many_arguments)]
-fn pack_operand(
+/// Packs all of A (`m` rows), k block after k block (`kc_max` long, the last maybe shorter);
+/// inside a block, `MR`-row micro-panel after micro-panel, so the panels a tile walks through for
+/// one k block are adjacent. (Panel-major storage over the whole of k would put them a power of
+/// two apart for power-of-two k, all in the same cache sets.)
+fn pack_a<K: MicroKernel>(
     dst: &mut [f32],
     src: StripSource<'_>,
-    extent: usize,
-    w: usize,
+    m: usize,
     k: usize,
     kc_max: usize,
     parallel: bool,
-    pack: PackFn,
 ) {
-    let panels = extent.div_ceil(w);
+    let panels = m.div_ceil(K::MR);
+    // Panels are packed in groups about 256 rows tall: long sequential runs when a source row
+    // feeds all the group's panels, and few enough tasks that scheduling costs nothing.
+    let group_panels = 256usize.div_ceil(K::MR);
     let mut rest = dst;
     let mut p0 = 0;
     while p0 < k {
         let kc = kc_max.min(k - p0);
-        let (block, tail) = rest.split_at_mut(panels * w * kc);
+        let (block, tail) = rest.split_at_mut(panels * K::MR * kc);
         rest = tail;
-        let job = |(i, panel): (usize, &mut [f32])| {
-            let w0 = i * w;
-            pack(panel, src, w0, (extent - w0).min(w), p0, kc);
+        let job = |(i, group): (usize, &mut [f32])| {
+            K::pack_a(group, src, i * group_panels * K::MR, m, p0, kc)
         };
+        let group_len = group_panels * K::MR * kc;
         if parallel {
-            // Several panels per task so the scheduling cost stays small next to the copying.
-            let min_len = (1 << 14) / (w * kc) + 1;
-            block
-                .par_chunks_mut(w * kc)
-                .enumerate()
-                .with_min_len(min_len)
-                .for_each(job);
+            block.par_chunks_mut(group_len).enumerate().for_each(job);
         } else {
-            block.chunks_mut(w * kc).enumerate().for_each(job);
+            block.chunks_mut(group_len).enumerate().for_each(job);
         }
         p0 += kc;
     }
@@ -213,12 +178,14 @@ fn split(i: usize, parts: usize, total: usize) -> Range<usize> {
     i * total / parts..(i + 1) * total / parts
 }
 
-/// How many tile rows and columns to cut C into. Starts from the cache-friendly tile size, then,
-/// when several threads share the work, cuts further until the tiles divide evenly among the
-/// threads (or are numerous enough that work stealing evens them out), splitting whichever side
-/// of the tiles is longer.
+/// How many tile rows and columns to cut C into. Tiles start as full-height column strips of
+/// about `NB` columns. With several threads, tiles are cut further until they divide evenly among
+/// the threads (or are numerous enough that work stealing evens them out): narrower strips while
+/// they stay at least `MIN_TILE_PANELS` panels wide, otherwise shorter ones, which costs packing
+/// the same B block once per tile row.
 fn plan_tiles<K: MicroKernel>(m_panels: usize, n_panels: usize, threads: usize) -> (usize, usize) {
-    let mut rt = m_panels.div_ceil(K::MB / K::MR);
+    const MIN_TILE_PANELS: usize = 4;
+    let mut rt = 1;
     let mut ct = n_panels.div_ceil(K::NB / K::NR);
     if threads <= 1 {
         return (rt, ct);
@@ -228,13 +195,11 @@ fn plan_tiles<K: MicroKernel>(m_panels: usize, n_panels: usize, threads: usize) 
         if tiles % threads == 0 || tiles >= 8 * threads {
             return (rt, ct);
         }
-        let tile_rows = m_panels * K::MR / rt;
-        let tile_cols = n_panels * K::NR / ct;
-        let can_rows = rt < m_panels;
-        let can_cols = ct < n_panels;
-        if can_rows && (tile_rows >= tile_cols || !can_cols) {
+        if (ct + 1) * MIN_TILE_PANELS <= n_panels {
+            ct += 1;
+        } else if rt < m_panels {
             rt += 1;
-        } else if can_cols {
+        } else if ct < n_panels {
             ct += 1;
         } else {
             return (rt, ct);
@@ -245,35 +210,36 @@ fn plan_tiles<K: MicroKernel>(m_panels: usize, n_panels: usize, threads: usize) 
 /// Computes the C tile made of A panels `rows` and B panels `cols`.
 ///
 /// # Safety
-/// The CPU supports `K`; `pa`/`pb` hold the packed operands of `p`; `c` points at C as checked in
+/// The CPU supports `K`; `pa` holds A packed by [`pack_a`]; `c` points at C as checked in
 /// [`gemm`] and no one else accesses this tile meanwhile.
 unsafe fn compute_tile<K: MicroKernel>(
     pa: &[f32],
-    pb: &[f32],
     p: &Problem<'_>,
     kc_max: usize,
     rows: Range<usize>,
     cols: Range<usize>,
     c: *mut f32,
 ) {
-    let (m_panels, n_panels) = (p.m.div_ceil(K::MR), p.n.div_ceil(K::NR));
+    let m_panels = p.m.div_ceil(K::MR);
+    let mut b_buf = PackBuf::take(Slot::TileB, cols.len() * K::NR * kc_max);
+    let b_src = StripSource::cols_of_b(p.b);
     let mut pc = 0;
     while pc < p.k {
         let kc = kc_max.min(p.k - pc);
-        // The k block starting at pc, as laid out by `pack_operand`.
-        let (a_block, b_block) = (&pa[pc * m_panels * K::MR..], &pb[pc * n_panels * K::NR..]);
+        let b_block = &mut b_buf.as_mut_slice()[..cols.len() * K::NR * kc];
+        K::pack_b(b_block, b_src, cols.start * K::NR, p.n, pc, kc);
+        let a_block = &pa[pc * m_panels * K::MR..];
         // beta applies once; later k blocks add onto what the first one stored.
         let beta = if pc == 0 { p.beta } else { 1.0 };
         for ip in rows.clone() {
             let i0 = ip * K::MR;
             let a = &a_block[ip * K::MR * kc..][..kc * K::MR];
-            for jp in cols.clone() {
-                let j0 = jp * K::NR;
-                let b = &b_block[jp * K::NR * kc..][..kc * K::NR];
-                // SAFETY: `a`/`b` were sliced to exactly what the kernel reads. The tile's
-                // top-left element (i0, j0) has i0 < m and j0 < n, and it spans at most
-                // `m - i0` rows and `n - j0` columns, all inside the C region checked in `gemm`;
-                // tiles are disjoint across tasks (our contract); the CPU supports `K`.
+            for (jl, b) in b_block.chunks_exact(K::NR * kc).enumerate() {
+                let j0 = (cols.start + jl) * K::NR;
+                // SAFETY: `a`/`b` hold exactly the kc * MR and kc * NR floats the kernel reads.
+                // The tile's top-left element (i0, j0) has i0 < m and j0 < n, and it spans at
+                // most `m - i0` rows and `n - j0` columns, all inside the C region checked in
+                // `gemm`; tiles are disjoint across tasks (our contract); the CPU supports `K`.
                 unsafe {
                     K::tile(
                         kc,

@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 
 use super::driver::MicroKernel;
-use super::pack::{pack_panel, StripSource};
+use super::pack::{pack_panels, StripSource};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -20,15 +20,16 @@ impl MicroKernel for Avx2 {
     const NR: usize = NR;
     // A micro-panel 6 x 256 x 4 B = 6 KiB, B micro-panels 16 KiB: both well inside L1.
     const KC: usize = 256;
-    const MB: usize = 6 * 24;
     const NB: usize = 512;
 
-    fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, rows: usize, p0: usize, kc: usize) {
-        pack_panel::<MR>(dst, src, i0, rows, p0, kc);
+    fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, m: usize, p0: usize, kc: usize) {
+        // SAFETY: this kernel is only used once AVX2 and FMA have been detected (see `sgemm`).
+        unsafe { pack::<MR>(dst, src, i0, m, p0, kc) }
     }
 
-    fn pack_b(dst: &mut [f32], src: StripSource<'_>, j0: usize, cols: usize, p0: usize, kc: usize) {
-        pack_panel::<NR>(dst, src, j0, cols, p0, kc);
+    fn pack_b(dst: &mut [f32], src: StripSource<'_>, j0: usize, n: usize, p0: usize, kc: usize) {
+        // SAFETY: as for `pack_a`.
+        unsafe { pack::<NR>(dst, src, j0, n, p0, kc) }
     }
 
     unsafe fn tile(
@@ -44,6 +45,22 @@ impl MicroKernel for Avx2 {
         // SAFETY: forwarded contract: the CPU has AVX2 and FMA and the pointers cover the tile.
         unsafe { kernel(kc, a, b, c, ldc, rows, cols, beta) }
     }
+}
+
+/// [`pack_panels`] compiled for AVX2: whole-ymm copies.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn pack<const W: usize>(
+    dst: &mut [f32],
+    src: StripSource<'_>,
+    w0: usize,
+    extent: usize,
+    p0: usize,
+    kc: usize,
+) {
+    pack_panels::<W>(dst, src, w0, extent, p0, kc);
 }
 
 /// See [`MicroKernel::tile`].

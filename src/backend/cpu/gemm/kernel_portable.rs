@@ -3,7 +3,7 @@
 //! in all, which fits both x86-64's 16 xmm and aarch64's 32 v registers).
 
 use super::driver::MicroKernel;
-use super::pack::{pack_panel, StripSource};
+use super::pack::{pack_panels, StripSource};
 
 const MR: usize = 6;
 const NR: usize = 8;
@@ -15,15 +15,14 @@ impl MicroKernel for Portable {
     const MR: usize = MR;
     const NR: usize = NR;
     const KC: usize = 256;
-    const MB: usize = 6 * 16;
     const NB: usize = 256;
 
-    fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, rows: usize, p0: usize, kc: usize) {
-        pack_panel::<MR>(dst, src, i0, rows, p0, kc);
+    fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, m: usize, p0: usize, kc: usize) {
+        pack_panels::<MR>(dst, src, i0, m, p0, kc);
     }
 
-    fn pack_b(dst: &mut [f32], src: StripSource<'_>, j0: usize, cols: usize, p0: usize, kc: usize) {
-        pack_panel::<NR>(dst, src, j0, cols, p0, kc);
+    fn pack_b(dst: &mut [f32], src: StripSource<'_>, j0: usize, n: usize, p0: usize, kc: usize) {
+        pack_panels::<NR>(dst, src, j0, n, p0, kc);
     }
 
     unsafe fn tile(

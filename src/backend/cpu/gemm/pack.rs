@@ -5,6 +5,9 @@
 //! A panel of A is `W = MR` consecutive rows of A; a panel of B is `W = NR` consecutive columns
 //! of B. Both layouts of both operands reduce to one of two access patterns, which is why
 //! transposed operands cost nothing beyond the pack.
+//!
+//! The functions are `inline(always)` so that each kernel's `target_feature` wrapper compiles
+//! them with its own vector width.
 
 use super::{Layout, MatRef};
 
@@ -12,11 +15,11 @@ use super::{Layout, MatRef};
 /// and index `p` along k.
 #[derive(Clone, Copy)]
 pub(super) struct StripSource<'a> {
-    data: &'a [f32],
-    ld: usize,
+    pub(super) data: &'a [f32],
+    pub(super) ld: usize,
     /// True when consecutive `w` are adjacent in memory (`data[p * ld + w]`), false when
     /// consecutive `p` are (`data[w * ld + p]`).
-    w_contiguous: bool,
+    pub(super) w_contiguous: bool,
 }
 
 impl<'a> StripSource<'a> {
@@ -39,40 +42,55 @@ impl<'a> StripSource<'a> {
     }
 }
 
-/// Packs strip elements `w0 .. w0 + width` (`width <= W`, the rest zero-filled) for k indices
-/// `p0 .. p0 + kc` into `dst[..kc * W]`.
-pub(super) fn pack_panel<const W: usize>(
+/// Packs consecutive panels, for k indices `p0 .. p0 + kc`: `dst` holds a whole number of
+/// `kc * W` panels, the first one starting at strip `w0`; strips at or past `extent` (only in the
+/// last panel of the operand) are zero-filled.
+#[inline(always)]
+pub(super) fn pack_panels<const W: usize>(
     dst: &mut [f32],
     src: StripSource<'_>,
     w0: usize,
-    width: usize,
+    extent: usize,
     p0: usize,
     kc: usize,
 ) {
-    let dst = &mut dst[..kc * W];
     if src.w_contiguous {
-        pack_contiguous::<W>(dst, src, w0, width, p0);
+        pack_contiguous::<W>(dst, src, w0, extent, p0, kc);
     } else {
-        pack_strided::<W>(dst, src, w0, width, p0, kc);
+        for (i, panel) in dst.chunks_exact_mut(kc * W).enumerate() {
+            let start = w0 + i * W;
+            pack_strided::<W>(panel, src, start, (extent - start).min(W), p0, kc);
+        }
     }
 }
 
-/// Element (w, p) at `p * ld + w`: each k step is one contiguous copy of `width` floats.
+/// Element (w, p) at `p * ld + w`. Walks the source row by row, each row contributing `W` floats
+/// to every panel of the group: reading a whole row segment sequentially keeps the hardware
+/// prefetcher busy, where filling one panel at a time would jump a full row stride (often a page)
+/// for every 14 or 32 floats.
+#[inline(always)]
 fn pack_contiguous<const W: usize>(
     dst: &mut [f32],
     src: StripSource<'_>,
     w0: usize,
-    width: usize,
+    extent: usize,
     p0: usize,
+    kc: usize,
 ) {
-    for (p, out) in dst.chunks_exact_mut(W).enumerate() {
+    let panel_len = kc * W;
+    let width = (extent - w0).min(dst.len() / W / kc * W);
+    for p in 0..kc {
         let start = (p0 + p) * src.ld + w0;
-        if width == W {
-            // Constant length: the copy compiles to a few vector moves.
-            out.copy_from_slice(&src.data[start..start + W]);
-        } else {
-            out[..width].copy_from_slice(&src.data[start..start + width]);
-            out[width..].fill(0.0);
+        let row = &src.data[start..start + width];
+        for (i, strip) in row.chunks(W).enumerate() {
+            let out = &mut dst[i * panel_len + p * W..][..W];
+            if strip.len() == W {
+                // Constant length: the copy compiles to a few vector moves.
+                out.copy_from_slice(strip);
+            } else {
+                out[..strip.len()].copy_from_slice(strip);
+                out[strip.len()..].fill(0.0);
+            }
         }
     }
 }
@@ -80,6 +98,7 @@ fn pack_contiguous<const W: usize>(
 /// Element (w, p) at `w * ld + p`: a transpose. Done in blocks of `P` k steps so each of the `W`
 /// source rows is read as a short contiguous run and the destination block (`P * W` floats) stays
 /// in L1 while it is filled.
+#[inline(always)]
 fn pack_strided<const W: usize>(
     dst: &mut [f32],
     src: StripSource<'_>,
