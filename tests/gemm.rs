@@ -1,0 +1,385 @@
+//! SGEMM against a naive f64 reference, for every SIMD level this CPU supports.
+//!
+//! Tolerance: each C element may differ from the exact product by at most
+//! `1e-6 * (k + 2) * (sum_p |a_ip| |b_pj| + |beta c_ij|)`. The worst-case rounding error of an
+//! f32 dot product of length k (plus the beta term) is about `(k + 2) * 6e-8` of that same sum,
+//! so the bound is loose for honest rounding yet far below the O(1) relative error of a wrong
+//! index, a dropped k block or a mishandled edge tile.
+
+use cxr::backend::cpu::gemm::{sgemm, Layout, MatRef};
+use cxr::backend::cpu::simd::SimdLevel;
+use proptest::prelude::*;
+
+/// Marks C's padding columns; any change to them is a bug.
+const SENTINEL: f32 = -7777.0;
+
+/// Deterministic values in [-1, 1) from a seed (xorshift), so failures reproduce.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// One stored operand: its data, leading dimension and layout.
+struct Operand {
+    data: Vec<f32>,
+    ld: usize,
+    layout: Layout,
+}
+
+impl Operand {
+    /// A logical `rows x cols` matrix stored with `layout`, leading dimension padded by `pad`.
+    /// The slice is exactly as long as needed, so an overrun past its end would panic.
+    fn new(rows: usize, cols: usize, layout: Layout, pad: usize, seed: u64) -> Operand {
+        let (outer, inner) = if layout == Layout::Normal {
+            (rows, cols)
+        } else {
+            (cols, rows)
+        };
+        let ld = inner + pad;
+        Operand {
+            data: values((outer - 1) * ld + inner, seed),
+            ld,
+            layout,
+        }
+    }
+
+    fn at(&self, i: usize, j: usize) -> f64 {
+        let idx = if self.layout == Layout::Normal {
+            i * self.ld + j
+        } else {
+            j * self.ld + i
+        };
+        self.data[idx] as f64
+    }
+
+    fn mat(&self) -> MatRef<'_> {
+        MatRef {
+            data: &self.data,
+            ld: self.ld,
+            layout: self.layout,
+        }
+    }
+}
+
+/// One test case: sizes, layouts, paddings, beta.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    a_layout: Layout,
+    b_layout: Layout,
+    pad_a: usize,
+    pad_b: usize,
+    pad_c: usize,
+    beta: f32,
+    seed: u64,
+}
+
+/// Runs `case` at `level` and checks every element of C (and that the padding is untouched).
+fn check(level: SimdLevel, case: Case) -> Result<(), String> {
+    let Case { m, n, k, beta, .. } = case;
+    let a = Operand::new(m, k, case.a_layout, case.pad_a, case.seed);
+    let b = Operand::new(k, n, case.b_layout, case.pad_b, case.seed + 1);
+    let ldc = n + case.pad_c;
+    // With beta == 0 the old C is NaN: it must be ignored, not multiplied by zero.
+    let mut c: Vec<f32> = if beta == 0.0 {
+        vec![f32::NAN; m * ldc]
+    } else {
+        values(m * ldc, case.seed + 2)
+    };
+    for row in c.chunks_mut(ldc) {
+        row[n..].fill(SENTINEL);
+    }
+    let c0 = c.clone();
+    sgemm(level, m, n, k, a.mat(), b.mat(), beta, &mut c, ldc);
+
+    for i in 0..m {
+        for j in 0..n {
+            let (mut exact, mut scale) = (0.0f64, 0.0f64);
+            for p in 0..k {
+                exact += a.at(i, p) * b.at(p, j);
+                scale += (a.at(i, p) * b.at(p, j)).abs();
+            }
+            if beta != 0.0 {
+                let old = beta as f64 * c0[i * ldc + j] as f64;
+                exact += old;
+                scale += old.abs();
+            }
+            let got = c[i * ldc + j] as f64;
+            let tol = 1e-6 * (k as f64 + 2.0) * scale + 1e-30;
+            if !((got - exact).abs() <= tol) {
+                return Err(format!(
+                    "{level:?} {case:?}: C[{i},{j}] = {got}, expected {exact} (tol {tol})"
+                ));
+            }
+        }
+        if c[i * ldc + n..(i + 1) * ldc].iter().any(|&v| v != SENTINEL) {
+            return Err(format!(
+                "{level:?} {case:?}: padding of row {i} overwritten"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    prop_oneof![Just(Layout::Normal), Just(Layout::Transposed)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn matches_reference_on_small_shapes(
+        m in 1usize..70,
+        n in 1usize..70,
+        k in 1usize..70,
+        a_layout in layout(),
+        b_layout in layout(),
+        pad_a in 0usize..4,
+        pad_b in 0usize..4,
+        pad_c in 0usize..4,
+        beta in prop_oneof![Just(0.0f32), Just(1.0f32), Just(-0.5f32)],
+        seed in any::<u32>(),
+    ) {
+        let case = Case { m, n, k, a_layout, b_layout, pad_a, pad_b, pad_c, beta, seed: seed as u64 };
+        for level in SimdLevel::supported() {
+            if let Err(e) = check(level, case) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
+}
+
+/// Shapes that cross the k, row and column blocks and run on the thread pool.
+#[test]
+fn matches_reference_across_blocks_multithreaded() {
+    let layouts = [Layout::Normal, Layout::Transposed];
+    for level in SimdLevel::supported() {
+        for (idx, &(a_layout, b_layout)) in layouts
+            .iter()
+            .flat_map(|a| layouts.iter().map(move |b| (*a, *b)))
+            .collect::<Vec<_>>()
+            .iter()
+            .enumerate()
+        {
+            let beta = if idx % 2 == 0 { 0.0 } else { 1.0 };
+            let case = Case {
+                m: 300,
+                n: 513,
+                k: 700,
+                a_layout,
+                b_layout,
+                pad_a: 3,
+                pad_b: 1,
+                pad_c: 5,
+                beta,
+                seed: 7 + idx as u64,
+            };
+            check(level, case).unwrap();
+        }
+    }
+}
+
+/// Skinny and conv-like shapes: one tile row or column, tiles regrouped for the threads.
+#[test]
+fn matches_reference_on_skinny_shapes() {
+    let shapes = [
+        (64, 3136, 27),
+        (512, 49, 300),
+        (7, 2000, 33),
+        (2000, 5, 40),
+        (1, 1, 5000),
+        (3000, 1, 17),
+        (1, 4000, 3),
+    ];
+    for level in SimdLevel::supported() {
+        for (idx, &(m, n, k)) in shapes.iter().enumerate() {
+            let a_layout = if idx % 2 == 0 {
+                Layout::Normal
+            } else {
+                Layout::Transposed
+            };
+            let b_layout = if idx % 3 == 0 {
+                Layout::Transposed
+            } else {
+                Layout::Normal
+            };
+            let beta = if idx % 2 == 0 { 1.0 } else { 0.0 };
+            let case = Case {
+                m,
+                n,
+                k,
+                a_layout,
+                b_layout,
+                pad_a: 0,
+                pad_b: 2,
+                pad_c: 1,
+                beta,
+                seed: idx as u64,
+            };
+            check(level, case).unwrap();
+        }
+    }
+}
+
+/// Calls from inside rayon tasks (as conv over a batch does), on a pool with an odd thread count:
+/// nested use of the pool and of the per-thread packing buffers.
+#[test]
+fn nested_calls_inside_rayon_tasks() {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        (0..6u64).into_par_iter().for_each(|seed| {
+            let case = Case {
+                m: 150 + seed as usize,
+                n: 140,
+                k: 130,
+                a_layout: Layout::Normal,
+                b_layout: Layout::Transposed,
+                pad_a: 0,
+                pad_b: 0,
+                pad_c: 0,
+                beta: 0.0,
+                seed,
+            };
+            check(SimdLevel::best_supported(), case).unwrap();
+        });
+    });
+}
+
+#[test]
+fn beta_zero_ignores_nan_in_c() {
+    for level in SimdLevel::supported() {
+        for &(m, n, k) in &[(5, 7, 3), (40, 70, 300), (200, 200, 200)] {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let mut c = vec![f32::NAN; m * n];
+            sgemm(
+                level,
+                m,
+                n,
+                k,
+                MatRef::normal(&a, k),
+                MatRef::normal(&b, n),
+                0.0,
+                &mut c,
+                n,
+            );
+            assert!(
+                c.iter().all(|v| v.is_finite()),
+                "{level:?} {m}x{n}x{k}: NaN leaked from C"
+            );
+        }
+    }
+}
+
+#[test]
+fn k_zero_scales_c() {
+    for level in SimdLevel::supported() {
+        let (m, n, ldc) = (3, 4, 6);
+        let empty: [f32; 0] = [];
+        let mut c = vec![2.0f32; m * ldc];
+        sgemm(
+            level,
+            m,
+            n,
+            0,
+            MatRef::normal(&empty, 0),
+            MatRef::normal(&empty, n),
+            0.5,
+            &mut c,
+            ldc,
+        );
+        for row in c.chunks(ldc) {
+            assert_eq!(&row[..n], &[1.0; 4], "{level:?}: beta * C expected");
+            assert_eq!(&row[n..], &[2.0; 2], "{level:?}: padding touched");
+        }
+        let mut c = vec![f32::NAN; m * ldc];
+        sgemm(
+            level,
+            m,
+            n,
+            0,
+            MatRef::normal(&empty, 0),
+            MatRef::normal(&empty, n),
+            0.0,
+            &mut c,
+            ldc,
+        );
+        for row in c.chunks(ldc) {
+            assert!(
+                row[..n].iter().all(|&v| v == 0.0),
+                "{level:?}: beta == 0 with k == 0 must zero C"
+            );
+            assert!(
+                row[n..].iter().all(|v| v.is_nan()),
+                "{level:?}: padding touched"
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_output_is_a_no_op() {
+    for level in SimdLevel::supported() {
+        let a = values(12, 3);
+        let mut c: Vec<f32> = Vec::new();
+        sgemm(
+            level,
+            0,
+            4,
+            3,
+            MatRef::normal(&a, 3),
+            MatRef::normal(&a, 4),
+            0.0,
+            &mut c,
+            4,
+        );
+        sgemm(
+            level,
+            4,
+            0,
+            3,
+            MatRef::normal(&a, 3),
+            MatRef::normal(&a, 0),
+            0.0,
+            &mut c,
+            0,
+        );
+    }
+}
+
+#[test]
+fn repeated_calls_of_different_sizes_reuse_buffers_correctly() {
+    // A big call grows the per-thread buffer; the small ones after it must not see stale data in
+    // their zero padding.
+    for level in SimdLevel::supported() {
+        for &(m, n, k) in &[(257, 259, 261), (3, 5, 7), (33, 17, 65), (1, 2, 3)] {
+            let case = Case {
+                m,
+                n,
+                k,
+                a_layout: Layout::Transposed,
+                b_layout: Layout::Transposed,
+                pad_a: 1,
+                pad_b: 0,
+                pad_c: 2,
+                beta: 1.0,
+                seed: 11,
+            };
+            check(level, case).unwrap();
+        }
+    }
+}
