@@ -46,6 +46,11 @@ pub enum Error {
     #[error("{}: {detail}", path.display())]
     Format { path: PathBuf, detail: String },
 
+    /// Input data is wrong: a CSV row, an image, an array, a split. `location` names the file
+    /// (and row or image) so the user can find it.
+    #[error("{location}: {detail}")]
+    Data { location: String, detail: String },
+
     /// A weight file does not fit a model: every missing, unexpected and mismatched tensor.
     #[error("{}: weights do not fit the model:\n{report}", path.display())]
     WeightsMismatch { path: PathBuf, report: String },
@@ -55,6 +60,10 @@ impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }
+    }
+    /// A data error at `location` (a file, a file and row, an image name).
+    pub fn data(location: impl std::fmt::Display, detail: impl Into<String>) -> Error {
+        Error::Data { location: location.to_string(), detail: detail.into() }
     }
     /// A format error in `path`.
     pub fn format(path: impl Into<PathBuf>, detail: impl Into<String>) -> Error {

@@ -12,6 +12,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod data;
 pub mod error;
 pub mod io;
 pub mod models;
