@@ -1,0 +1,228 @@
+//! Moving between NCHW images and column blocks: im2col (gather), col2im (scatter-add) and the
+//! plain copies of output-shaped blocks.
+//!
+//! A column block holds some rows of the unrolled kernel dimension (row r = (c * kh + ky) * kw +
+//! kx) for a run of output pixels that may span several images. Pixel q of the whole batch is
+//! pixel q % (OH * OW) of image q / (OH * OW); a block covers a contiguous range of q.
+
+use std::ops::Range;
+
+use crate::backend::geometry::Conv2dGeometry;
+
+/// The part of a pixel block that lies in one image: output pixels `p0..p0 + len` of image `n`,
+/// stored from column `col` of the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Segment {
+    pub n: usize,
+    pub p0: usize,
+    pub len: usize,
+    pub col: usize,
+}
+
+/// Splits the batch-wide pixel range `q` into per-image segments (`plane` = OH * OW).
+pub(super) fn segments(q: Range<usize>, plane: usize) -> Vec<Segment> {
+    if q.is_empty() {
+        return Vec::new();
+    }
+    (q.start / plane..=(q.end - 1) / plane)
+        .map(|n| {
+            let a = q.start.max(n * plane);
+            let b = q.end.min((n + 1) * plane);
+            Segment {
+                n,
+                p0: a - n * plane,
+                len: b - a,
+                col: a - q.start,
+            }
+        })
+        .collect()
+}
+
+/// The output positions `lo..hi` (along one axis) whose input position `o * stride + k - pad`
+/// falls inside `0..in_len`.
+fn valid_range(
+    k: usize,
+    pad: usize,
+    stride: usize,
+    in_len: usize,
+    out_len: usize,
+) -> (usize, usize) {
+    let lo = if k >= pad {
+        0
+    } else {
+        (pad - k).div_ceil(stride)
+    };
+    let hi = if in_len + pad <= k {
+        0
+    } else {
+        ((in_len - 1 + pad - k) / stride + 1).min(out_len)
+    };
+    (lo.min(out_len), hi.max(lo.min(out_len)))
+}
+
+/// The kernel offsets of unrolled row `r`: (input channel, ky, kx).
+fn split_row(g: &Conv2dGeometry, r: usize) -> (usize, usize, usize) {
+    let kk = g.kernel_h * g.kernel_w;
+    (r / kk, (r % kk) / g.kernel_w, r % g.kernel_w)
+}
+
+/// Visits the output-row pieces of `len` pixels starting at `p0` for kernel offset (ky, kx):
+/// `f(offset in the run, ox range, Some(input row start) or None for a row in the padding)`.
+/// The valid ox range (input column inside the image) is passed as `valid`.
+fn for_each_row_piece(
+    g: &Conv2dGeometry,
+    ky: usize,
+    kx: usize,
+    p0: usize,
+    len: usize,
+    mut f: impl FnMut(usize, Range<usize>, Option<usize>, (usize, usize)),
+) {
+    let ow = g.out_w();
+    let (ylo, yhi) = valid_range(ky, g.pad_h, g.stride_h, g.in_h, g.out_h());
+    let valid = valid_range(kx, g.pad_w, g.stride_w, g.in_w, ow);
+    let (mut p, end) = (p0, p0 + len);
+    while p < end {
+        let (oy, ox0) = (p / ow, p % ow);
+        let ox1 = ow.min(ox0 + end - p);
+        let row = (ylo..yhi)
+            .contains(&oy)
+            .then(|| (oy * g.stride_h + ky - g.pad_h) * g.in_w);
+        f(p - p0, ox0..ox1, row, valid);
+        p += ox1 - ox0;
+    }
+}
+
+/// Writes input row `src` sampled at output columns `ox` into `dst`, zeros where the window
+/// hangs over the padding.
+fn gather_piece(
+    g: &Conv2dGeometry,
+    kx: usize,
+    src: &[f32],
+    ox: Range<usize>,
+    valid: (usize, usize),
+    dst: &mut [f32],
+) {
+    let a = valid.0.clamp(ox.start, ox.end);
+    let b = valid.1.clamp(a, ox.end);
+    let (head, rest) = dst.split_at_mut(a - ox.start);
+    let (mid, tail) = rest.split_at_mut(b - a);
+    head.fill(0.0);
+    tail.fill(0.0);
+    if mid.is_empty() {
+        return;
+    }
+    // Input column of output column `a`; valid columns never index below zero.
+    let ix0 = a * g.stride_w + kx - g.pad_w;
+    if g.stride_w == 1 {
+        mid.copy_from_slice(&src[ix0..ix0 + mid.len()]);
+    } else {
+        for (i, d) in mid.iter_mut().enumerate() {
+            *d = src[ix0 + i * g.stride_w];
+        }
+    }
+}
+
+/// Adds `src` (values for output columns `ox`) into input row `dst` where the window is inside.
+fn scatter_piece(
+    g: &Conv2dGeometry,
+    kx: usize,
+    src: &[f32],
+    ox: Range<usize>,
+    valid: (usize, usize),
+    dst: &mut [f32],
+) {
+    let a = valid.0.clamp(ox.start, ox.end);
+    let b = valid.1.clamp(a, ox.end);
+    if a == b {
+        return;
+    }
+    let src = &src[a - ox.start..b - ox.start];
+    let ix0 = a * g.stride_w + kx - g.pad_w;
+    if g.stride_w == 1 {
+        for (d, s) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
+            *d += s;
+        }
+    } else {
+        for (i, s) in src.iter().enumerate() {
+            dst[ix0 + i * g.stride_w] += s;
+        }
+    }
+}
+
+/// Fills `cols` (row stride `ld`) with unrolled rows `rows` of input `x` (the whole NCHW batch)
+/// for the pixel segments `segs`.
+pub(super) fn im2col(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    rows: Range<usize>,
+    segs: &[Segment],
+    cols: &mut [f32],
+    ld: usize,
+) {
+    let hw = g.in_h * g.in_w;
+    for (i, r) in rows.enumerate() {
+        let (c, ky, kx) = split_row(g, r);
+        for s in segs {
+            let plane = &x[(s.n * g.in_channels + c) * hw..][..hw];
+            let dst = &mut cols[i * ld + s.col..][..s.len];
+            for_each_row_piece(g, ky, kx, s.p0, s.len, |off, ox, row, valid| {
+                let d = &mut dst[off..off + ox.len()];
+                match row {
+                    Some(start) => gather_piece(g, kx, &plane[start..start + g.in_w], ox, valid, d),
+                    None => d.fill(0.0),
+                }
+            });
+        }
+    }
+}
+
+/// Adds unrolled rows of input channels `channels` from `cols` (row stride `ld`, rows starting
+/// at channel `channels.start`) into the image planes of segment `s`: `planes` holds those
+/// channels of image `s.n` back to back.
+pub(super) fn col2im(
+    g: &Conv2dGeometry,
+    cols: &[f32],
+    ld: usize,
+    channels: Range<usize>,
+    s: &Segment,
+    planes: &mut [f32],
+) {
+    let (hw, kk) = (g.in_h * g.in_w, g.kernel_h * g.kernel_w);
+    for i in 0..channels.len() * kk {
+        let (c, ky, kx) = split_row(g, i);
+        let plane = &mut planes[c * hw..][..hw];
+        let src = &cols[i * ld + s.col..][..s.len];
+        for_each_row_piece(g, ky, kx, s.p0, s.len, |off, ox, row, valid| {
+            if let Some(start) = row {
+                let len = ox.len();
+                scatter_piece(
+                    g,
+                    kx,
+                    &src[off..off + len],
+                    ox,
+                    valid,
+                    &mut plane[start..start + g.in_w],
+                );
+            }
+        });
+    }
+}
+
+/// Copies the rows `chans` of an output-shaped NCHW tensor `t` (channels `c_total`, plane size
+/// `plane`) for segments `segs` into a block with row stride `ld`.
+pub(super) fn gather_rows(
+    t: &[f32],
+    c_total: usize,
+    plane: usize,
+    chans: Range<usize>,
+    segs: &[Segment],
+    blk: &mut [f32],
+    ld: usize,
+) {
+    for (i, c) in chans.enumerate() {
+        for s in segs {
+            let src = &t[(s.n * c_total + c) * plane + s.p0..][..s.len];
+            blk[i * ld + s.col..][..s.len].copy_from_slice(src);
+        }
+    }
+}
