@@ -116,8 +116,8 @@ fn gather_piece(
     if g.stride_w == 1 {
         mid.copy_from_slice(&src[ix0..ix0 + mid.len()]);
     } else {
-        for (i, d) in mid.iter_mut().enumerate() {
-            *d = src[ix0 + i * g.stride_w];
+        for (d, v) in mid.iter_mut().zip(src[ix0..].iter().step_by(g.stride_w)) {
+            *d = *v;
         }
     }
 }
@@ -143,9 +143,101 @@ fn scatter_piece(
             *d += s;
         }
     } else {
-        for (i, s) in src.iter().enumerate() {
-            dst[ix0 + i * g.stride_w] += s;
+        for (d, s) in dst[ix0..].iter_mut().step_by(g.stride_w).zip(src) {
+            *d += s;
         }
+    }
+}
+
+/// True when output row oy, column ox reads input (oy + ky - pad_h, ox + kx - pad_w) on a plane
+/// as wide as the output: then a whole unrolled row is one shifted copy of the input plane.
+fn is_same_width(g: &Conv2dGeometry) -> bool {
+    g.stride_h == 1 && g.stride_w == 1 && g.out_w() == g.in_w
+}
+
+/// For a same-width conv and kernel tap (ky, kx): the flat input offset of the tap, the run
+/// `a..b` of output pixels (clamped to `p0..end`) whose input index lies in the plane and whose
+/// row is inside the image, and the valid columns.
+fn shifted_span(
+    g: &Conv2dGeometry,
+    ky: usize,
+    kx: usize,
+    p0: usize,
+    end: usize,
+) -> (isize, usize, usize, (usize, usize)) {
+    let (ow, hw) = (g.out_w(), (g.in_h * g.in_w) as isize);
+    let off = (ky as isize - g.pad_h as isize) * g.in_w as isize + kx as isize - g.pad_w as isize;
+    let (ylo, yhi) = valid_range(ky, g.pad_h, 1, g.in_h, g.out_h());
+    let a = (ylo * ow).max(p0).max((-off).max(0) as usize).min(end);
+    let b = (yhi * ow).min(end).min((hw - off).max(0) as usize).max(a);
+    (off, a, b, valid_range(kx, g.pad_w, 1, g.in_w, ow))
+}
+
+/// Calls `f(range)` for the positions (relative to `p0`) in `a..b` whose column is outside `valid`.
+fn for_each_invalid_col(
+    ow: usize,
+    p0: usize,
+    a: usize,
+    b: usize,
+    valid: (usize, usize),
+    mut f: impl FnMut(Range<usize>),
+) {
+    if a == b || (valid.0 == 0 && valid.1 == ow) {
+        return;
+    }
+    for oy in a / ow..=(b - 1) / ow {
+        for cols in [oy * ow..oy * ow + valid.0, oy * ow + valid.1..(oy + 1) * ow] {
+            let (lo, hi) = (cols.start.max(a), cols.end.min(b));
+            if lo < hi {
+                f(lo - p0..hi - p0);
+            }
+        }
+    }
+}
+
+/// One unrolled row of a same-width conv: a shifted copy of the plane, then the columns that
+/// wrapped in from the neighbouring row are zeroed.
+fn im2col_same(
+    g: &Conv2dGeometry,
+    plane: &[f32],
+    ky: usize,
+    kx: usize,
+    p0: usize,
+    dst: &mut [f32],
+) {
+    let end = p0 + dst.len();
+    let (off, a, b, valid) = shifted_span(g, ky, kx, p0, end);
+    dst[..a - p0].fill(0.0);
+    dst[b - p0..].fill(0.0);
+    if a == b {
+        return;
+    }
+    let src = (a as isize + off) as usize;
+    dst[a - p0..b - p0].copy_from_slice(&plane[src..src + (b - a)]);
+    for_each_invalid_col(g.out_w(), p0, a, b, valid, |r| dst[r].fill(0.0));
+}
+
+/// The inverse of `im2col_same`: adds the row into the plane. `src` is scratch, so the wrapped
+/// columns are zeroed in it first and the add is one contiguous pass.
+fn col2im_same(
+    g: &Conv2dGeometry,
+    src: &mut [f32],
+    ky: usize,
+    kx: usize,
+    p0: usize,
+    plane: &mut [f32],
+) {
+    let (off, a, b, valid) = shifted_span(g, ky, kx, p0, p0 + src.len());
+    if a == b {
+        return;
+    }
+    for_each_invalid_col(g.out_w(), p0, a, b, valid, |r| src[r].fill(0.0));
+    let dst = (a as isize + off) as usize;
+    for (d, s) in plane[dst..dst + (b - a)]
+        .iter_mut()
+        .zip(&src[a - p0..b - p0])
+    {
+        *d += s;
     }
 }
 
@@ -160,11 +252,16 @@ pub(super) fn im2col(
     ld: usize,
 ) {
     let hw = g.in_h * g.in_w;
+    let same = is_same_width(g);
     for (i, r) in rows.enumerate() {
         let (c, ky, kx) = split_row(g, r);
         for s in segs {
             let plane = &x[(s.n * g.in_channels + c) * hw..][..hw];
             let dst = &mut cols[i * ld + s.col..][..s.len];
+            if same {
+                im2col_same(g, plane, ky, kx, s.p0, dst);
+                continue;
+            }
             for_each_row_piece(g, ky, kx, s.p0, s.len, |off, ox, row, valid| {
                 let d = &mut dst[off..off + ox.len()];
                 match row {
@@ -178,20 +275,25 @@ pub(super) fn im2col(
 
 /// Adds unrolled rows of input channels `channels` from `cols` (row stride `ld`, rows starting
 /// at channel `channels.start`) into the image planes of segment `s`: `planes` holds those
-/// channels of image `s.n` back to back.
+/// channels of image `s.n` back to back. `cols` is scratch and may be modified.
 pub(super) fn col2im(
     g: &Conv2dGeometry,
-    cols: &[f32],
+    cols: &mut [f32],
     ld: usize,
     channels: Range<usize>,
     s: &Segment,
     planes: &mut [f32],
 ) {
     let (hw, kk) = (g.in_h * g.in_w, g.kernel_h * g.kernel_w);
+    let same = is_same_width(g);
     for i in 0..channels.len() * kk {
         let (c, ky, kx) = split_row(g, i);
         let plane = &mut planes[c * hw..][..hw];
-        let src = &cols[i * ld + s.col..][..s.len];
+        let src = &mut cols[i * ld + s.col..][..s.len];
+        if same {
+            col2im_same(g, src, ky, kx, s.p0, plane);
+            continue;
+        }
         for_each_row_piece(g, ky, kx, s.p0, s.len, |off, ox, row, valid| {
             if let Some(start) = row {
                 let len = ox.len();
