@@ -66,85 +66,99 @@ fn split_row(g: &Conv2dGeometry, r: usize) -> (usize, usize, usize) {
     (r / kk, (r % kk) / g.kernel_w, r % g.kernel_w)
 }
 
-/// Visits the output-row pieces of `len` pixels starting at `p0` for kernel offset (ky, kx):
-/// `f(offset in the run, ox range, Some(input row start) or None for a row in the padding)`.
-/// The valid ox range (input column inside the image) is passed as `valid`.
-fn for_each_row_piece(
+/// One unrolled row (tap ky, kx) for output pixels `p0..p0 + dst.len()` of one image, walked
+/// output row by output row: zeros where the window hangs over the padding, else a strided
+/// read of the input row.
+fn im2col_strided(
     g: &Conv2dGeometry,
+    plane: &[f32],
     ky: usize,
     kx: usize,
     p0: usize,
-    len: usize,
-    mut f: impl FnMut(usize, Range<usize>, Option<usize>, (usize, usize)),
+    dst: &mut [f32],
 ) {
-    let ow = g.out_w();
+    let (ow, sw) = (g.out_w(), g.stride_w);
     let (ylo, yhi) = valid_range(ky, g.pad_h, g.stride_h, g.in_h, g.out_h());
-    let valid = valid_range(kx, g.pad_w, g.stride_w, g.in_w, ow);
-    let (mut p, end) = (p0, p0 + len);
+    let (xlo, xhi) = valid_range(kx, g.pad_w, sw, g.in_w, ow);
+    let end = p0 + dst.len();
+    let mut rest = dst;
+    let mut p = p0;
     while p < end {
         let (oy, ox0) = (p / ow, p % ow);
-        let ox1 = ow.min(ox0 + end - p);
-        let row = (ylo..yhi)
-            .contains(&oy)
-            .then(|| (oy * g.stride_h + ky - g.pad_h) * g.in_w);
-        f(p - p0, ox0..ox1, row, valid);
-        p += ox1 - ox0;
-    }
-}
-
-/// Writes input row `src` sampled at output columns `ox` into `dst`, zeros where the window
-/// hangs over the padding.
-fn gather_piece(
-    g: &Conv2dGeometry,
-    kx: usize,
-    src: &[f32],
-    ox: Range<usize>,
-    valid: (usize, usize),
-    dst: &mut [f32],
-) {
-    let a = valid.0.clamp(ox.start, ox.end);
-    let b = valid.1.clamp(a, ox.end);
-    let (head, rest) = dst.split_at_mut(a - ox.start);
-    let (mid, tail) = rest.split_at_mut(b - a);
-    head.fill(0.0);
-    tail.fill(0.0);
-    if mid.is_empty() {
-        return;
-    }
-    // Input column of output column `a`; valid columns never index below zero.
-    let ix0 = a * g.stride_w + kx - g.pad_w;
-    if g.stride_w == 1 {
-        mid.copy_from_slice(&src[ix0..ix0 + mid.len()]);
-    } else {
-        for (d, v) in mid.iter_mut().zip(src[ix0..].iter().step_by(g.stride_w)) {
-            *d = *v;
+        let n = (ow - ox0).min(end - p);
+        let (d, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        p += n;
+        if !(ylo..yhi).contains(&oy) {
+            d.fill(0.0);
+            continue;
+        }
+        let row = &plane[(oy * g.stride_h + ky - g.pad_h) * g.in_w..][..g.in_w];
+        let a = xlo.clamp(ox0, ox0 + n);
+        let b = xhi.clamp(a, ox0 + n);
+        let (head, d) = d.split_at_mut(a - ox0);
+        let (mid, end_zeros) = d.split_at_mut(b - a);
+        head.iter_mut().for_each(|v| *v = 0.0);
+        end_zeros.iter_mut().for_each(|v| *v = 0.0);
+        if mid.is_empty() {
+            continue;
+        }
+        // Input column of output column `a`, inside the row by the choice of `a..b`.
+        let src = &row[a * sw + kx - g.pad_w..];
+        match sw {
+            1 => mid.copy_from_slice(&src[..mid.len()]),
+            2 => mid
+                .iter_mut()
+                .zip(src.chunks(2))
+                .for_each(|(v, pair)| *v = pair[0]),
+            _ => mid
+                .iter_mut()
+                .zip(src.iter().step_by(sw))
+                .for_each(|(v, x)| *v = *x),
         }
     }
 }
 
-/// Adds `src` (values for output columns `ox`) into input row `dst` where the window is inside.
-fn scatter_piece(
+/// The inverse of `im2col_strided`: adds one unrolled row into the plane where the window is
+/// inside the image.
+fn col2im_strided(
     g: &Conv2dGeometry,
-    kx: usize,
     src: &[f32],
-    ox: Range<usize>,
-    valid: (usize, usize),
-    dst: &mut [f32],
+    ky: usize,
+    kx: usize,
+    p0: usize,
+    plane: &mut [f32],
 ) {
-    let a = valid.0.clamp(ox.start, ox.end);
-    let b = valid.1.clamp(a, ox.end);
-    if a == b {
-        return;
-    }
-    let src = &src[a - ox.start..b - ox.start];
-    let ix0 = a * g.stride_w + kx - g.pad_w;
-    if g.stride_w == 1 {
-        for (d, s) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
-            *d += s;
+    let (ow, sw) = (g.out_w(), g.stride_w);
+    let (ylo, yhi) = valid_range(ky, g.pad_h, g.stride_h, g.in_h, g.out_h());
+    let (xlo, xhi) = valid_range(kx, g.pad_w, sw, g.in_w, ow);
+    let end = p0 + src.len();
+    let mut p = p0;
+    while p < end {
+        let (oy, ox0) = (p / ow, p % ow);
+        let n = (ow - ox0).min(end - p);
+        let piece = &src[p - p0..p - p0 + n];
+        p += n;
+        let a = xlo.clamp(ox0, ox0 + n);
+        let b = xhi.clamp(a, ox0 + n);
+        if !(ylo..yhi).contains(&oy) || a == b {
+            continue;
         }
-    } else {
-        for (d, s) in dst[ix0..].iter_mut().step_by(g.stride_w).zip(src) {
-            *d += s;
+        let row_start = (oy * g.stride_h + ky - g.pad_h) * g.in_w;
+        // Input column of output column `a`, inside the row by the choice of `a..b`.
+        let dst = &mut plane[row_start + a * sw + kx - g.pad_w..row_start + g.in_w];
+        let vals = &piece[a - ox0..b - ox0];
+        match sw {
+            1 => dst.iter_mut().zip(vals).for_each(|(d, v)| *d += v),
+            2 => dst
+                .chunks_mut(2)
+                .zip(vals)
+                .for_each(|(pair, v)| pair[0] += v),
+            _ => dst
+                .iter_mut()
+                .step_by(sw)
+                .zip(vals)
+                .for_each(|(d, v)| *d += v),
         }
     }
 }
@@ -262,13 +276,7 @@ pub(super) fn im2col(
                 im2col_same(g, plane, ky, kx, s.p0, dst);
                 continue;
             }
-            for_each_row_piece(g, ky, kx, s.p0, s.len, |off, ox, row, valid| {
-                let d = &mut dst[off..off + ox.len()];
-                match row {
-                    Some(start) => gather_piece(g, kx, &plane[start..start + g.in_w], ox, valid, d),
-                    None => d.fill(0.0),
-                }
-            });
+            im2col_strided(g, plane, ky, kx, s.p0, dst);
         }
     }
 }
@@ -294,19 +302,7 @@ pub(super) fn col2im(
             col2im_same(g, src, ky, kx, s.p0, plane);
             continue;
         }
-        for_each_row_piece(g, ky, kx, s.p0, s.len, |off, ox, row, valid| {
-            if let Some(start) = row {
-                let len = ox.len();
-                scatter_piece(
-                    g,
-                    kx,
-                    &src[off..off + len],
-                    ox,
-                    valid,
-                    &mut plane[start..start + g.in_w],
-                );
-            }
-        });
+        col2im_strided(g, src, ky, kx, s.p0, plane);
     }
 }
 

@@ -37,6 +37,8 @@ const MIN_BLOCK: usize = 64;
 const MIN_REDUCTION_BLOCK: usize = 256;
 /// Column blocks are multiples of this (one AVX-512 vector pair), so GEMM tiles stay whole.
 const BLOCK_ALIGN: usize = 32;
+/// Largest unrolled matrix (floats) built whole for a single GEMM when pixels are few.
+const WHOLE_MAX: usize = 1 << 20;
 
 /// y = conv(x, w) + bias. `y` is overwritten.
 pub fn conv2d_forward(
@@ -52,19 +54,22 @@ pub fn conv2d_forward(
         return;
     }
     let k = unrolled_len(g);
-    let nb = block_len(
-        q_total,
-        (BLOCK_BYTES / 4 / (k + c_out).max(1)).max(MIN_BLOCK),
-    );
-    let mut blocks = ranges(q_total, nb);
     let target = task_target();
-    if blocks.len() < target {
-        // Too few pixels to keep every thread busy: cut them finer, then split the output channels.
-        blocks = ranges(
-            q_total,
-            block_len(q_total, q_total.div_ceil(target).max(MIN_BLOCK)),
-        );
+    let budget_blocks = q_total.div_ceil((BLOCK_BYTES / 4 / (k + c_out).max(1)).max(MIN_BLOCK));
+    if budget_blocks < target && k * q_total <= WHOLE_MAX {
+        forward_whole(level, g, x, w, bias, y);
+        return;
     }
+    // A block count that is a multiple of the thread count, so no thread idles at the end.
+    let nq = if budget_blocks < 4 * target {
+        budget_blocks.next_multiple_of(target)
+    } else {
+        budget_blocks
+    };
+    let blocks = ranges(
+        q_total,
+        block_len(q_total, q_total.div_ceil(nq).max(MIN_BLOCK)),
+    );
     let groups = even_ranges(c_out, target.div_ceil(blocks.len()).min(c_out.div_ceil(16)));
     let tasks: Vec<(Range<usize>, Range<usize>)> = blocks
         .iter()
@@ -74,6 +79,59 @@ pub fn conv2d_forward(
     tasks
         .into_par_iter()
         .for_each(|(q, co)| forward_block(level, g, x, w, bias, q, co, &out));
+}
+
+/// Forward for few output pixels (late layers at small batch): the whole batch is unrolled once
+/// (in parallel) and one GEMM, parallel inside, covers every output channel. Splitting tasks
+/// by output channel instead would unroll the same columns once per task.
+fn forward_whole(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (k, plane, c_out) = (unrolled_len(g), plane_out(g), g.out_channels);
+    let q = g.batch * plane;
+    let segs = segments(0..q, plane);
+    let direct = is_pointwise(g) && g.batch == 1;
+    with_scratch(Slot::Cols, if direct { 0 } else { k * q }, |cols| {
+        let b = if direct {
+            MatRef::normal(x, plane)
+        } else {
+            let band = k.div_ceil(task_target());
+            cols.par_chunks_mut(band * q)
+                .enumerate()
+                .for_each(|(i, c)| {
+                    im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
+                });
+            MatRef::normal(cols, q)
+        };
+        let a = MatRef::normal(w, k);
+        if g.batch == 1 {
+            // One image: the GEMM's [C_out x pixels] result is y itself.
+            sgemm(level, c_out, q, k, a, b, 0.0, y, q);
+            if let Some(bias) = bias {
+                for (row, &bv) in y.chunks_exact_mut(q).zip(bias) {
+                    row.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+            return;
+        }
+        with_scratch(Slot::Out, c_out * q, |c| {
+            sgemm(level, c_out, q, k, a, b, 0.0, c, q);
+            for s in &segs {
+                for ch in 0..c_out {
+                    let dst = &mut y[(s.n * c_out + ch) * plane..][..plane];
+                    let bv = bias.map_or(0.0, |b| b[ch]);
+                    for (d, v) in dst.iter_mut().zip(&c[ch * q + s.col..][..s.len]) {
+                        *d = v + bv;
+                    }
+                }
+            }
+        });
+    });
 }
 
 /// One forward task: output channels `co` for batch pixels `q`.
@@ -228,78 +286,136 @@ pub fn conv2d_backward_weight(
     dy: &[f32],
     dw: &mut [f32],
 ) {
-    let k = unrolled_len(g);
+    let (k, c_out, q_total) = (unrolled_len(g), g.out_channels, g.batch * plane_out(g));
     if g.weight_len() == 0 {
         return;
     }
-    // Each task owns a band of unrolled rows (columns of dW) and sums the whole batch in order.
-    let bands = even_ranges(k, task_target().min(k.div_ceil(16)));
-    let out = SharedOut::new(&mut dw[..g.weight_len()]);
-    bands
-        .into_par_iter()
-        .for_each(|r| backward_weight_task(level, g, x, dy, r, &out));
+    let dw = &mut dw[..g.weight_len()];
+    if q_total == 0 {
+        dw.fill(0.0);
+        return;
+    }
+    if k * q_total <= WHOLE_MAX {
+        weight_whole(level, g, x, dy, dw);
+        return;
+    }
+    let target = task_target();
+    // Tasks split either output channels (rows of dW: written in place, but every task unrolls
+    // all of x) or unrolled rows (each unrolled once, but summed in a scratch accumulator and
+    // copied out). Take whichever moves fewer floats; both sum the batch in a fixed order.
+    let unroll = if is_pointwise(g) { 0 } else { k * q_total };
+    if c_out >= target && target * unroll <= 2 * c_out * k + unroll {
+        let out = SharedOut::new(dw);
+        even_ranges(c_out, target).into_par_iter().for_each(|co| {
+            // SAFETY: the channel bands are disjoint, so these rows of dW belong to this task.
+            let dst = unsafe { out.slice(co.start * k, co.len() * k) };
+            weight_band(level, g, x, dy, 0..k, co, dst);
+        });
+        return;
+    }
+    let bands = even_ranges(k, target.min(k.div_ceil(16)));
+    let out = SharedOut::new(dw);
+    bands.into_par_iter().for_each(|rows| {
+        let m = rows.len();
+        with_scratch(Slot::Out, c_out * m, |acc| {
+            weight_band(level, g, x, dy, rows.clone(), 0..c_out, acc);
+            for co in 0..c_out {
+                // SAFETY: tasks own disjoint column bands `rows`, so this row piece of dW is
+                // written by this task only.
+                let dst = unsafe { out.slice(co * k + rows.start, m) };
+                dst.copy_from_slice(&acc[co * m..][..m]);
+            }
+        });
+    });
 }
 
-/// One backward-weight task: dW[:, rows] = sum over all pixel blocks of dY_blk * cols_blk^T.
-fn backward_weight_task(
+/// Weight gradient for few output pixels: x is unrolled once for the whole batch (in
+/// parallel) and one GEMM, parallel inside, writes dW in place.
+fn weight_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (k, plane, c_out) = (unrolled_len(g), plane_out(g), g.out_channels);
+    let q = g.batch * plane;
+    let segs = segments(0..q, plane);
+    with_scratch(Slot::Cols, k * q, |cols| {
+        let band = k.div_ceil(task_target());
+        cols.par_chunks_mut(band * q)
+            .enumerate()
+            .for_each(|(i, c)| {
+                im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
+            });
+        with_dy_block(g, dy, &segs, |a| {
+            sgemm(
+                level,
+                c_out,
+                k,
+                q,
+                a,
+                MatRef::transposed(cols, q),
+                0.0,
+                dw,
+                k,
+            );
+        });
+    });
+}
+
+/// dW[co, rows] (into `c`, row stride `rows.len()`) = sum over all pixel blocks of
+/// dY_blk[co] * cols_blk[rows]^T, the first block overwriting.
+fn weight_band(
     level: SimdLevel,
     g: &Conv2dGeometry,
     x: &[f32],
     dy: &[f32],
     rows: Range<usize>,
-    dw: &SharedOut<'_>,
+    co: Range<usize>,
+    c: &mut [f32],
 ) {
-    let (k, plane, c_out) = (unrolled_len(g), plane_out(g), g.out_channels);
-    let (q_total, m) = (g.batch * plane, rows.len());
-    with_scratch(Slot::Out, c_out * m, |acc| {
-        acc.fill(0.0);
-        let nb = block_len(
-            q_total,
-            (BLOCK_BYTES / 4 / (m + c_out)).max(MIN_REDUCTION_BLOCK),
-        );
-        for blk in ranges(q_total, nb) {
-            let segs = segments(blk.clone(), plane);
-            let len = blk.len();
-            with_dy_block(g, dy, &segs, |a| {
-                if is_pointwise(g) && segs.len() == 1 {
-                    let s = segs[0];
-                    let xb = &x[(s.n * g.in_channels + rows.start) * plane + s.p0..];
+    let (plane, m, mc) = (plane_out(g), rows.len(), co.len());
+    let q_total = g.batch * plane;
+    let nb = block_len(
+        q_total,
+        (BLOCK_BYTES / 4 / (m + mc)).max(MIN_REDUCTION_BLOCK),
+    );
+    for (i, blk) in ranges(q_total, nb).into_iter().enumerate() {
+        let beta = if i == 0 { 0.0 } else { 1.0 };
+        let segs = segments(blk.clone(), plane);
+        let len = blk.len();
+        with_dy_block(g, dy, &segs, |a| {
+            let a = MatRef {
+                data: &a.data[co.start * a.ld..],
+                ..a
+            };
+            if is_pointwise(g) && segs.len() == 1 {
+                let s = segs[0];
+                let xb = &x[(s.n * g.in_channels + rows.start) * plane + s.p0..];
+                sgemm(
+                    level,
+                    mc,
+                    m,
+                    len,
+                    a,
+                    MatRef::transposed(xb, plane),
+                    beta,
+                    c,
+                    m,
+                );
+            } else {
+                with_scratch(Slot::Cols, m * len, |cols| {
+                    im2col(g, x, rows.clone(), &segs, cols, len);
                     sgemm(
                         level,
-                        c_out,
+                        mc,
                         m,
                         len,
                         a,
-                        MatRef::transposed(xb, plane),
-                        1.0,
-                        acc,
+                        MatRef::transposed(cols, len),
+                        beta,
+                        c,
                         m,
                     );
-                } else {
-                    with_scratch(Slot::Cols, m * len, |cols| {
-                        im2col(g, x, rows.clone(), &segs, cols, len);
-                        sgemm(
-                            level,
-                            c_out,
-                            m,
-                            len,
-                            a,
-                            MatRef::transposed(cols, len),
-                            1.0,
-                            acc,
-                            m,
-                        );
-                    });
-                }
-            });
-        }
-        for co in 0..c_out {
-            // SAFETY: tasks own disjoint column bands `rows`, so this row piece of dW is
-            // written by this task only.
-            let dst = unsafe { dw.slice(co * k + rows.start, m) };
-            dst.copy_from_slice(&acc[co * m..][..m]);
-        }
-    });
+                });
+            }
+        });
+    }
 }
 
 /// Calls `f` with dY restricted to the pixels of `segs` as a [C_out x pixels] GEMM operand: read
