@@ -13,7 +13,18 @@ use cxr::backend::cpu::simd::SimdLevel;
 use cxr::backend::geometry::Conv2dGeometry;
 
 /// (name, c_in, c_out, input size, kernel, stride, pad, how many times ResNet18 uses it).
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize, usize); 11] = [
+type Layer = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+
+const LAYERS: [Layer; 11] = [
     ("conv1 3->64 7x7/2 @224", 3, 64, 224, 7, 2, 3, 1),
     ("64->64 3x3/1 @56", 64, 64, 56, 3, 1, 1, 4),
     ("64->128 3x3/2 @56", 64, 128, 56, 3, 2, 1, 1),

@@ -11,9 +11,10 @@
 //! span image boundaries so late layers (7x7 outputs) still feed the GEMM wide matrices. A 1x1,
 //! stride-1, unpadded conv reads the images directly as the GEMM operand (no unrolling).
 //!
-//! Parallelism is one level: the tasks below run on rayon's pool, each calling the GEMM on a
-//! block small enough that it works single-threaded. Each task owns a disjoint part of the
-//! output and sums in a fixed order, so results do not depend on the thread count's scheduling.
+//! Parallelism: with many pixels, tasks (pixel blocks x channel bands) run on rayon's pool, each
+//! owning a disjoint part of the output and summing in a fixed order, so results do not depend
+//! on scheduling. With few pixels (late layers at small batch) the columns are unrolled once in
+//! parallel and a single GEMM call supplies the parallelism instead of duplicated unrolling.
 
 mod im2col;
 mod scratch;
