@@ -6,10 +6,11 @@
 //! - backward input: cols = W^T * dY, then col2im adds the columns back into dx
 //! - backward weight: dW = dY * cols^T
 //!
-//! cols is built whole only when small (at most 4 MB); otherwise each task unrolls a block of pixels (and, for the gradients, a
-//! band of rows) sized to stay in L2, in a per-thread scratch buffer reused across calls. Blocks
-//! span image boundaries so late layers (7x7 outputs) still feed the GEMM wide matrices. A 1x1,
-//! stride-1, unpadded conv reads the images directly as the GEMM operand (no unrolling).
+//! cols is built whole only when small (at most 4 MB); otherwise each task unrolls a block of
+//! pixels (and, for the gradients, a band of rows) sized to stay in L2, in a per-thread scratch
+//! buffer reused across calls. Blocks span image boundaries so late layers (7x7 outputs) still feed
+//! the GEMM wide matrices. A 1x1, stride-1, unpadded conv reads the images directly as the GEMM
+//! operand (no unrolling).
 //!
 //! Parallelism: with many pixels, tasks (pixel blocks x channel bands) run on rayon's pool, each
 //! owning a disjoint part of the output and summing in a fixed order, so results do not depend
