@@ -1,0 +1,513 @@
+//! 2-D convolution on the CPU: forward, gradient w.r.t. input, weight and bias.
+//!
+//! Layouts: x [N, C_in, H, W], w [C_out, C_in, kh, kw], y [N, C_out, OH, OW]. With
+//! K = C_in * kh * kw and the batch's output pixels laid end to end (Q = N * OH * OW):
+//! - forward: Y[C_out x Q] = W[C_out x K] * cols[K x Q]
+//! - backward input: cols = W^T * dY, then col2im adds the columns back into dx
+//! - backward weight: dW = dY * cols^T
+//!
+//! cols is built whole only when small (at most 4 MB); otherwise each task unrolls a block of
+//! pixels (and, for the gradients, a band of rows) sized to stay in L2, in a per-thread scratch
+//! buffer reused across calls. Blocks span image boundaries so late layers (7x7 outputs) still feed
+//! the GEMM wide matrices. A 1x1, stride-1, unpadded conv reads the images directly as the GEMM
+//! operand (no unrolling).
+//!
+//! Parallelism: with many pixels, tasks (pixel blocks x channel bands) run on rayon's pool, each
+//! owning a disjoint part of the output and summing in a fixed order, so results do not depend
+//! on scheduling. With few pixels (late layers at small batch) the columns are unrolled once in
+//! parallel and a single GEMM call supplies the parallelism instead of duplicated unrolling.
+
+mod im2col;
+mod scratch;
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, MatRef};
+use super::simd::SimdLevel;
+use crate::backend::geometry::Conv2dGeometry;
+use im2col::{col2im, gather_rows, im2col, segments, Segment};
+use scratch::{with_scratch, SharedOut, Slot};
+
+/// Bytes of scratch (column block plus GEMM output block) a task aims to keep in L2.
+const BLOCK_BYTES: usize = 1 << 20;
+/// Fewest pixels a block is cut to when splitting for parallelism.
+const MIN_BLOCK: usize = 64;
+/// Fewest pixels per GEMM call on the reduction side of the weight gradient, so the output
+/// block's loads and stores stay small next to the multiply-adds.
+const MIN_REDUCTION_BLOCK: usize = 256;
+/// Column blocks are multiples of this (one AVX-512 vector pair), so GEMM tiles stay whole.
+const BLOCK_ALIGN: usize = 32;
+/// Largest unrolled matrix (floats) built whole for a single GEMM when pixels are few.
+const WHOLE_MAX: usize = 1 << 20;
+
+/// y = conv(x, w) + bias. `y` is overwritten.
+pub fn conv2d_forward(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (q_total, c_out) = (g.batch * plane_out(g), g.out_channels);
+    if q_total == 0 || c_out == 0 {
+        return;
+    }
+    let k = unrolled_len(g);
+    let target = task_target();
+    let budget_blocks = q_total.div_ceil((BLOCK_BYTES / 4 / (k + c_out).max(1)).max(MIN_BLOCK));
+    if budget_blocks < target && k * q_total <= WHOLE_MAX {
+        forward_whole(level, g, x, w, bias, y);
+        return;
+    }
+    // A block count that is a multiple of the thread count, so no thread idles at the end.
+    let nq = if budget_blocks < 4 * target {
+        budget_blocks.next_multiple_of(target)
+    } else {
+        budget_blocks
+    };
+    let blocks = ranges(
+        q_total,
+        block_len(q_total, q_total.div_ceil(nq).max(MIN_BLOCK)),
+    );
+    let groups = even_ranges(c_out, target.div_ceil(blocks.len()).min(c_out.div_ceil(16)));
+    let tasks: Vec<(Range<usize>, Range<usize>)> = blocks
+        .iter()
+        .flat_map(|b| groups.iter().map(move |c| (b.clone(), c.clone())))
+        .collect();
+    let out = SharedOut::new(&mut y[..g.output_len()]);
+    tasks
+        .into_par_iter()
+        .for_each(|(q, co)| forward_block(level, g, x, w, bias, q, co, &out));
+}
+
+/// Forward for few output pixels (late layers at small batch): the whole batch is unrolled once
+/// (in parallel) and one GEMM, parallel inside, covers every output channel. Splitting tasks
+/// by output channel instead would unroll the same columns once per task.
+fn forward_whole(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (k, plane, c_out) = (unrolled_len(g), plane_out(g), g.out_channels);
+    let q = g.batch * plane;
+    let segs = segments(0..q, plane);
+    let direct = is_pointwise(g) && g.batch == 1;
+    with_scratch(Slot::Cols, if direct { 0 } else { k * q }, |cols| {
+        let b = if direct {
+            MatRef::normal(x, plane)
+        } else {
+            let band = k.div_ceil(task_target());
+            cols.par_chunks_mut(band * q)
+                .enumerate()
+                .for_each(|(i, c)| {
+                    im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
+                });
+            MatRef::normal(cols, q)
+        };
+        let a = MatRef::normal(w, k);
+        if g.batch == 1 {
+            // One image: the GEMM's [C_out x pixels] result is y itself.
+            sgemm(level, c_out, q, k, a, b, 0.0, y, q);
+            if let Some(bias) = bias {
+                for (row, &bv) in y.chunks_exact_mut(q).zip(bias) {
+                    row.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+            return;
+        }
+        with_scratch(Slot::Out, c_out * q, |c| {
+            sgemm(level, c_out, q, k, a, b, 0.0, c, q);
+            for s in &segs {
+                for ch in 0..c_out {
+                    let dst = &mut y[(s.n * c_out + ch) * plane..][..plane];
+                    let bv = bias.map_or(0.0, |b| b[ch]);
+                    for (d, v) in dst.iter_mut().zip(&c[ch * q + s.col..][..s.len]) {
+                        *d = v + bv;
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// One forward task: output channels `co` for batch pixels `q`.
+#[allow(clippy::too_many_arguments)]
+fn forward_block(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    q: Range<usize>,
+    co: Range<usize>,
+    y: &SharedOut<'_>,
+) {
+    let (k, plane) = (unrolled_len(g), plane_out(g));
+    let segs = segments(q.clone(), plane);
+    let (nb, mc) = (q.len(), co.len());
+    let a = MatRef::normal(&w[co.start * k..], k);
+    with_scratch(Slot::Out, mc * nb, |c| {
+        if is_pointwise(g) && segs.len() == 1 {
+            let s = segs[0];
+            let b = MatRef::normal(&x[s.n * g.in_channels * plane + s.p0..], plane);
+            sgemm(level, mc, nb, k, a, b, 0.0, c, nb);
+        } else {
+            with_scratch(Slot::Cols, k * nb, |cols| {
+                im2col(g, x, 0..k, &segs, cols, nb);
+                sgemm(level, mc, nb, k, a, MatRef::normal(cols, nb), 0.0, c, nb);
+            });
+        }
+        for s in &segs {
+            for (i, ch) in co.clone().enumerate() {
+                let src = &c[i * nb + s.col..][..s.len];
+                // SAFETY: tasks own disjoint (pixel range, channel range) pairs, so this row
+                // piece of y is written by this task only.
+                let dst = unsafe { y.slice((s.n * g.out_channels + ch) * plane + s.p0, s.len) };
+                let b = bias.map_or(0.0, |b| b[ch]);
+                for (d, v) in dst.iter_mut().zip(src) {
+                    *d = v + b;
+                }
+            }
+        }
+    });
+}
+
+/// dx = conv_transpose(dy, w). `dx` is overwritten.
+pub fn conv2d_backward_input(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) {
+    let plane = plane_out(g);
+    if g.input_len() == 0 {
+        return;
+    }
+    if plane == 0 || g.out_channels == 0 {
+        dx[..g.input_len()].fill(0.0);
+        return;
+    }
+    // Images are grouped so each task sees at least a few hundred pixels; col2im of one image's
+    // channels must stay within one task because neighbouring pixels overlap in dx.
+    let per_group = MIN_REDUCTION_BLOCK.div_ceil(plane).min(g.batch);
+    let images = ranges(g.batch, per_group);
+    let target = task_target();
+    let chans = even_ranges(
+        g.in_channels,
+        target.div_ceil(images.len()).min(g.in_channels),
+    );
+    let tasks: Vec<(Range<usize>, Range<usize>)> = images
+        .iter()
+        .flat_map(|n| chans.iter().map(move |c| (n.clone(), c.clone())))
+        .collect();
+    let out = SharedOut::new(&mut dx[..g.input_len()]);
+    tasks
+        .into_par_iter()
+        .for_each(|(n, ci)| backward_input_task(level, g, dy, w, n, ci, &out));
+}
+
+/// One backward-input task: input channels `ci` of images `n`.
+fn backward_input_task(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    dy: &[f32],
+    w: &[f32],
+    n: Range<usize>,
+    ci: Range<usize>,
+    dx: &SharedOut<'_>,
+) {
+    let (k, plane, hw) = (unrolled_len(g), plane_out(g), g.in_h * g.in_w);
+    let kk = g.kernel_h * g.kernel_w;
+    let rows = ci.start * kk..ci.end * kk;
+    let m = rows.len();
+    // Rows `rows` of W^T, i.e. columns of W.
+    let a = MatRef::transposed(&w[rows.start..], k);
+    // SAFETY (for every `dx.slice` below): tasks own disjoint (image range, channel range)
+    // pairs, and within an image the channels `ci` are one contiguous run of planes.
+    let planes = |n: usize| unsafe { dx.slice((n * g.in_channels + ci.start) * hw, ci.len() * hw) };
+    if is_pointwise(g) {
+        for img in n {
+            let b = MatRef::normal(&dy[img * g.out_channels * plane..], plane);
+            sgemm(
+                level,
+                m,
+                plane,
+                g.out_channels,
+                a,
+                b,
+                0.0,
+                planes(img),
+                plane,
+            );
+        }
+        return;
+    }
+    for img in n.clone() {
+        planes(img).fill(0.0);
+    }
+    let q = n.start * plane..n.end * plane;
+    let nb = block_len(
+        q.len(),
+        (BLOCK_BYTES / 4 / (m + g.out_channels)).max(MIN_BLOCK),
+    );
+    for blk in ranges(q.len(), nb) {
+        let segs = segments(q.start + blk.start..q.start + blk.end, plane);
+        with_scratch(Slot::Cols, m * blk.len(), |cols| {
+            with_dy_block(g, dy, &segs, |b| {
+                sgemm(
+                    level,
+                    m,
+                    blk.len(),
+                    g.out_channels,
+                    a,
+                    b,
+                    0.0,
+                    cols,
+                    blk.len(),
+                )
+            });
+            for s in &segs {
+                col2im(g, cols, blk.len(), ci.clone(), s, planes(s.n));
+            }
+        });
+    }
+}
+
+/// dw = correlation of x with dy, summed over the batch. `dw` is overwritten.
+pub fn conv2d_backward_weight(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
+    let (k, c_out, q_total) = (unrolled_len(g), g.out_channels, g.batch * plane_out(g));
+    if g.weight_len() == 0 {
+        return;
+    }
+    let dw = &mut dw[..g.weight_len()];
+    if q_total == 0 {
+        dw.fill(0.0);
+        return;
+    }
+    if k * q_total <= WHOLE_MAX {
+        weight_whole(level, g, x, dy, dw);
+        return;
+    }
+    let target = task_target();
+    // Tasks split either output channels (rows of dW: written in place, but every task unrolls
+    // all of x) or unrolled rows (each unrolled once, but summed in a scratch accumulator and
+    // copied out). Take whichever moves fewer floats; both sum the batch in a fixed order.
+    let unroll = if is_pointwise(g) { 0 } else { k * q_total };
+    if c_out >= target && target * unroll <= 2 * c_out * k + unroll {
+        let out = SharedOut::new(dw);
+        even_ranges(c_out, target).into_par_iter().for_each(|co| {
+            // SAFETY: the channel bands are disjoint, so these rows of dW belong to this task.
+            let dst = unsafe { out.slice(co.start * k, co.len() * k) };
+            weight_band(level, g, x, dy, 0..k, co, dst);
+        });
+        return;
+    }
+    let bands = even_ranges(k, target.min(k.div_ceil(16)));
+    let out = SharedOut::new(dw);
+    bands.into_par_iter().for_each(|rows| {
+        let m = rows.len();
+        with_scratch(Slot::Out, c_out * m, |acc| {
+            weight_band(level, g, x, dy, rows.clone(), 0..c_out, acc);
+            for co in 0..c_out {
+                // SAFETY: tasks own disjoint column bands `rows`, so this row piece of dW is
+                // written by this task only.
+                let dst = unsafe { out.slice(co * k + rows.start, m) };
+                dst.copy_from_slice(&acc[co * m..][..m]);
+            }
+        });
+    });
+}
+
+/// Weight gradient for few output pixels: x is unrolled once for the whole batch (in
+/// parallel) and one GEMM, parallel inside, writes dW in place.
+fn weight_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (k, plane, c_out) = (unrolled_len(g), plane_out(g), g.out_channels);
+    let q = g.batch * plane;
+    let segs = segments(0..q, plane);
+    with_scratch(Slot::Cols, k * q, |cols| {
+        let band = k.div_ceil(task_target());
+        cols.par_chunks_mut(band * q)
+            .enumerate()
+            .for_each(|(i, c)| {
+                im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
+            });
+        with_dy_block(g, dy, &segs, |a| {
+            sgemm(
+                level,
+                c_out,
+                k,
+                q,
+                a,
+                MatRef::transposed(cols, q),
+                0.0,
+                dw,
+                k,
+            );
+        });
+    });
+}
+
+/// dW[co, rows] (into `c`, row stride `rows.len()`) = sum over all pixel blocks of
+/// dY_blk[co] * cols_blk[rows]^T, the first block overwriting.
+fn weight_band(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    dy: &[f32],
+    rows: Range<usize>,
+    co: Range<usize>,
+    c: &mut [f32],
+) {
+    let (plane, m, mc) = (plane_out(g), rows.len(), co.len());
+    let q_total = g.batch * plane;
+    let nb = block_len(
+        q_total,
+        (BLOCK_BYTES / 4 / (m + mc)).max(MIN_REDUCTION_BLOCK),
+    );
+    for (i, blk) in ranges(q_total, nb).into_iter().enumerate() {
+        let beta = if i == 0 { 0.0 } else { 1.0 };
+        let segs = segments(blk.clone(), plane);
+        let len = blk.len();
+        with_dy_block(g, dy, &segs, |a| {
+            let a = MatRef {
+                data: &a.data[co.start * a.ld..],
+                ..a
+            };
+            if is_pointwise(g) && segs.len() == 1 {
+                let s = segs[0];
+                let xb = &x[(s.n * g.in_channels + rows.start) * plane + s.p0..];
+                sgemm(
+                    level,
+                    mc,
+                    m,
+                    len,
+                    a,
+                    MatRef::transposed(xb, plane),
+                    beta,
+                    c,
+                    m,
+                );
+            } else {
+                with_scratch(Slot::Cols, m * len, |cols| {
+                    im2col(g, x, rows.clone(), &segs, cols, len);
+                    sgemm(
+                        level,
+                        mc,
+                        m,
+                        len,
+                        a,
+                        MatRef::transposed(cols, len),
+                        beta,
+                        c,
+                        m,
+                    );
+                });
+            }
+        });
+    }
+}
+
+/// Calls `f` with dY restricted to the pixels of `segs` as a [C_out x pixels] GEMM operand: read
+/// in place when the block lies in one image, else gathered into scratch.
+fn with_dy_block<R>(
+    g: &Conv2dGeometry,
+    dy: &[f32],
+    segs: &[Segment],
+    f: impl FnOnce(MatRef<'_>) -> R,
+) -> R {
+    let (plane, c_out) = (plane_out(g), g.out_channels);
+    if let [s] = segs {
+        return f(MatRef::normal(&dy[s.n * c_out * plane + s.p0..], plane));
+    }
+    let len: usize = segs.iter().map(|s| s.len).sum();
+    with_scratch(Slot::Gather, c_out * len, |blk| {
+        gather_rows(dy, c_out, plane, 0..c_out, segs, blk, len);
+        f(MatRef::normal(blk, len))
+    })
+}
+
+/// db[c] = sum of dy over batch and pixels. `db` is overwritten.
+pub fn conv2d_backward_bias(g: &Conv2dGeometry, dy: &[f32], db: &mut [f32]) {
+    let plane = plane_out(g);
+    for (co, d) in db[..g.out_channels].iter_mut().enumerate() {
+        // f64 sums: a channel of a large batch adds up millions of terms.
+        let sum: f64 = (0..g.batch)
+            .map(|n| {
+                let start = (n * g.out_channels + co) * plane;
+                dy[start..start + plane]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .sum::<f64>()
+            })
+            .sum();
+        *d = sum as f32;
+    }
+}
+
+/// A 1x1, stride-1, unpadded conv: the image itself is the unrolled matrix.
+fn is_pointwise(g: &Conv2dGeometry) -> bool {
+    g.kernel_h == 1
+        && g.kernel_w == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && g.pad_h == 0
+        && g.pad_w == 0
+}
+
+/// Rows of the unrolled matrix: C_in * kh * kw.
+fn unrolled_len(g: &Conv2dGeometry) -> usize {
+    g.in_channels * g.kernel_h * g.kernel_w
+}
+
+/// Output pixels per image and channel.
+fn plane_out(g: &Conv2dGeometry) -> usize {
+    g.out_h() * g.out_w()
+}
+
+/// How many tasks to aim for: a few per thread so a busy core (the machine is shared) does not
+/// hold up the others.
+fn task_target() -> usize {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 {
+        1
+    } else {
+        2 * threads
+    }
+}
+
+/// A block length near `want`, rounded up to `BLOCK_ALIGN`, and at most `total`.
+fn block_len(total: usize, want: usize) -> usize {
+    want.div_ceil(BLOCK_ALIGN)
+        .saturating_mul(BLOCK_ALIGN)
+        .clamp(1, total.max(1))
+}
+
+/// `0..total` cut into pieces of `len` (the last one shorter).
+fn ranges(total: usize, len: usize) -> Vec<Range<usize>> {
+    (0..total)
+        .step_by(len.max(1))
+        .map(|s| s..(s + len).min(total))
+        .collect()
+}
+
+/// `0..total` cut into `parts` pieces of nearly equal length (fewer if `total` is smaller).
+fn even_ranges(total: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, total.max(1));
+    (0..parts)
+        .map(|i| i * total / parts..(i + 1) * total / parts)
+        .filter(|r| !r.is_empty())
+        .collect()
+}
