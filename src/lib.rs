@@ -19,6 +19,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{no_grad, Gradients};
 pub use backend::{Device, Storage};

@@ -173,6 +173,29 @@ pub struct BatchNormGrads {
     pub beta: Storage,
 }
 
+/// Hyper-parameters of one SGD step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+}
+
+/// Hyper-parameters of one Adam or AdamW step. `step` counts from 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// AdamW: decay the weights directly instead of adding `weight_decay * p` to the gradient.
+    pub decoupled: bool,
+    pub step: u64,
+}
+
 /// How the second operand of a matmul is stored.
 pub use cpu::gemm::Layout;
 
@@ -323,6 +346,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         batch: usize,
         plane: usize,
     ) -> Result<Vec<Storage>>;
+
+    // ---- optimizer updates (train/optim.rs) -----------------------------------------------------
+    /// Sum of squares of every element, in f64 (gradient-norm clipping).
+    fn sum_squares(&self, x: &Storage) -> Result<f64>;
+    /// One SGD step in place, as torch.optim.SGD defines it (`momentum_buf` is empty before the
+    /// first step and is filled by it).
+    fn sgd_step(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, h: &SgdStep) -> Result<()>;
+    /// One Adam/AdamW step in place, as torch.optim.Adam/AdamW define it (`m`, `v` start at 0).
+    fn adam_step(&self, param: &mut Storage, grad: &Storage, m: &mut Storage, v: &mut Storage, h: &AdamStep)
+        -> Result<()>;
 
     // ---- loss (ops/loss.rs) --------------------------------------------------------------------
     /// Mean BCE-with-logits over [rows x classes], positives weighted by pos_weight[class].

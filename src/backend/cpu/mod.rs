@@ -8,11 +8,12 @@ pub mod gemm;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod simd;
 
 use super::{
-    Backend, BatchNormGrads, BatchNormSaved, Conv2dGeometry, Device, Layout, NormShape,
+    AdamStep, SgdStep, Backend, BatchNormGrads, BatchNormSaved, Conv2dGeometry, Device, Layout, NormShape,
     Pool2dGeometry, Storage,
 };
 use crate::error::{Error, Result};
@@ -254,6 +255,18 @@ impl Backend for CpuBackend {
     ) -> Result<Vec<Storage>> {
         let parts = concat::split_channels(host(x)?, channels, batch, plane);
         Ok(parts.into_iter().map(Storage::Cpu).collect())
+    }
+
+    fn sum_squares(&self, x: &Storage) -> Result<f64> {
+        Ok(optim::sum_squares(host(x)?))
+    }
+    fn sgd_step(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, h: &SgdStep) -> Result<()> {
+        optim::sgd_step(host_mut(param)?, host(grad)?, host_mut(momentum_buf)?, h);
+        Ok(())
+    }
+    fn adam_step(&self, param: &mut Storage, grad: &Storage, m: &mut Storage, v: &mut Storage, h: &AdamStep) -> Result<()> {
+        optim::adam_step(host_mut(param)?, host(grad)?, host_mut(m)?, host_mut(v)?, h);
+        Ok(())
     }
 
     fn bce_with_logits(
