@@ -15,6 +15,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod ops;
