@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod plot;
 pub mod tensor;
 pub mod train;
 
