@@ -7,6 +7,30 @@
 
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub mod csv_source;
+pub mod download;
+pub mod files;
+pub mod loader;
+pub mod medmnist;
+pub mod nih;
+pub mod npy;
+pub mod phantom;
+pub mod source;
+pub mod split;
+pub mod stats;
+pub mod transform;
+
+pub use csv_source::{CsvOptions, CsvSource};
+pub use files::FileDataset;
+pub use loader::{Batch, Loader, LoaderOptions};
+pub use medmnist::{MedMnist, MedMnistOptions};
+pub use nih::{Nih, NihOptions};
+pub use phantom::Phantoms;
+pub use source::{open_source, Source, SourceKind, SourceOptions};
+pub use split::{check_leakage, patient_split, Concat, Fractions, Split, Subset};
+pub use stats::Stats;
 
 /// The 14 NIH ChestX-ray14 findings, in the order every label vector and model output uses
 /// (ChestMNIST's order).
@@ -95,5 +119,14 @@ pub trait Dataset: Send + Sync {
     /// Lesion boxes of image `index`, in its original pixel coordinates, with that size.
     fn boxes(&self, _index: usize) -> (&[LesionBox], (usize, usize)) {
         (&[], (0, 0))
+    }
+    /// A stable identity of the source (file, size, modification time, split), used to key the
+    /// loader's on-disk image cache; `None` when the source cannot be cached.
+    fn cache_key(&self) -> Option<String> {
+        None
+    }
+    /// The file image `index` is read from, when it is a file (for reports).
+    fn image_path(&self, _index: usize) -> Option<&Path> {
+        None
     }
 }
