@@ -179,7 +179,7 @@ fn process_cpu_seconds() -> Option<f64> {
     // SAFETY: clock_gettime (from the C library std already links) writes one timespec, whose
     // layout on 64-bit Linux is two 64-bit integers, into the valid, exclusive `ts`.
     let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| ts.sec as f64 + ts.nsec as f64 * 1e-9)
+    (rc == 0).then_some(ts.sec as f64 + ts.nsec as f64 * 1e-9)
 }
 
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]

@@ -233,7 +233,7 @@ fn plan_tiles(
     }
     loop {
         let tiles = strips * cuts;
-        if tiles % threads == 0 || tiles >= 8 * threads {
+        if tiles.is_multiple_of(threads) || tiles >= 8 * threads {
             return (strips, cuts);
         }
         if (strips + 1) * MIN_STRIP_PANELS <= local_panels {
