@@ -114,7 +114,8 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     // The tile stores go through raw pointers; this bound is what keeps them inside `c`.
     assert!(m > 0 && n > 0 && k > 0 && p.ldc >= n && c.len() >= (m - 1) * p.ldc + n);
     let (m_panels, n_panels) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
-    let parallel = 2 * m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
+    let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
+    let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
     let threads = if parallel {
         rayon::current_num_threads()
     } else {
