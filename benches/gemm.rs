@@ -4,8 +4,9 @@
 //! `cargo bench --bench gemm [-- FILTER...]`: a filter word keeps the levels (`avx512`, `avx2`,
 //! `portable`) or shape names containing it. Threads come from rayon's global pool, so
 //! `RAYON_NUM_THREADS=1` measures one core. On a shared machine wall time suffers from other
-//! processes; with one thread the work runs on the calling thread, so the `cpu GF/s` column (from
-//! the thread's CPU time, Linux only) shows what the code achieves while it actually runs.
+//! processes, so the `cpu GF/s` column (Linux only) divides by the process's CPU time instead and
+//! multiplies by the thread count: what the code achieves while it actually runs. Idle workers
+//! spinning while one thread finishes count as CPU time, so load imbalance still shows.
 
 use std::time::{Duration, Instant};
 
@@ -75,8 +76,16 @@ fn main() {
         "{:<10} {:<28} {:>10} {:>10} {:>10}",
         "level", "shape", "GFLOP/s", "ms", "cpu GF/s"
     );
+    // `CXR_GEMM_SHAPE=m,n,k[,AB]` (AB two of N/T) measures that one shape instead.
+    let custom = std::env::var("CXR_GEMM_SHAPE")
+        .ok()
+        .and_then(|v| parse_shape(&v));
+    let shapes: Vec<&Shape> = match &custom {
+        Some(s) => vec![s],
+        None => SHAPES.iter().filter(|s| keep(s.name)).collect(),
+    };
     for level in levels {
-        for s in SHAPES.iter().filter(|s| keep(s.name)) {
+        for &s in &shapes {
             let (secs, cpu_secs) = median_seconds(level, s);
             let gflops = |t: f64| 2.0 * (s.m * s.n * s.k) as f64 / t / 1e9;
             let cpu = cpu_secs.map_or("-".to_string(), |t| format!("{:.1}", gflops(t)));
@@ -93,7 +102,7 @@ fn main() {
 }
 
 /// Median wall time of one call, over at least 7 timed calls and about half a second, and the
-/// median CPU time of the calling thread when it is available.
+/// median process CPU time per thread when it is available.
 fn median_seconds(level: SimdLevel, s: &Shape) -> (f64, Option<f64>) {
     let stored = |rows: usize, cols: usize, layout: Layout| {
         let (outer, inner) = if layout == Layout::Normal {
@@ -128,16 +137,25 @@ fn median_seconds(level: SimdLevel, s: &Shape) -> (f64, Option<f64>) {
     let (mut times, mut cpu_times) = (Vec::new(), Vec::new());
     let start = Instant::now();
     while times.len() < 7 || start.elapsed() < Duration::from_millis(500) {
-        let (t, cpu) = (Instant::now(), thread_cpu_seconds());
+        let (t, cpu) = (Instant::now(), process_cpu_seconds());
         call();
         times.push(t.elapsed().as_secs_f64());
-        if let (Some(before), Some(after)) = (cpu, thread_cpu_seconds()) {
-            cpu_times.push(after - before);
+        if let (Some(before), Some(after)) = (cpu, process_cpu_seconds()) {
+            cpu_times.push((after - before) / rayon::current_num_threads() as f64);
         }
     }
-    let cpu = (rayon::current_num_threads() == 1 && !cpu_times.is_empty())
-        .then(|| median(&mut cpu_times));
+    let cpu = (!cpu_times.is_empty()).then(|| median(&mut cpu_times));
     (median(&mut times), cpu)
+}
+
+/// Parses `m,n,k[,AB]`, e.g. `512,49,4608,NT`.
+fn parse_shape(v: &str) -> Option<Shape> {
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    let dim = |i: usize| parts.get(i)?.parse::<usize>().ok();
+    let layout = |c: Option<char>| if c == Some('T') { T } else { N };
+    let ab = parts.get(3).copied().unwrap_or("NN");
+    let (a, b) = (layout(ab.chars().next()), layout(ab.chars().nth(1)));
+    Some(shape("custom", dim(0)?, dim(1)?, dim(2)?, a, b))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -145,9 +163,9 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// CPU time consumed by the calling thread, in seconds.
+/// CPU time consumed by all threads of the process, in seconds.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-fn thread_cpu_seconds() -> Option<f64> {
+fn process_cpu_seconds() -> Option<f64> {
     #[repr(C)]
     struct Timespec {
         sec: i64,
@@ -156,15 +174,15 @@ fn thread_cpu_seconds() -> Option<f64> {
     extern "C" {
         fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
     }
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
     let mut ts = Timespec { sec: 0, nsec: 0 };
     // SAFETY: clock_gettime (from the C library std already links) writes one timespec, whose
     // layout on 64-bit Linux is two 64-bit integers, into the valid, exclusive `ts`.
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| ts.sec as f64 + ts.nsec as f64 * 1e-9)
+    let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.sec as f64 + ts.nsec as f64 * 1e-9)
 }
 
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-fn thread_cpu_seconds() -> Option<f64> {
+fn process_cpu_seconds() -> Option<f64> {
     None
 }

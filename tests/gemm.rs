@@ -115,7 +115,9 @@ fn check(level: SimdLevel, case: Case) -> Result<(), String> {
             }
             let got = c[i * ldc + j] as f64;
             let tol = 1e-6 * (k as f64 + 2.0) * scale + 1e-30;
-            if !((got - exact).abs() <= tol) {
+            // Written so that a NaN result fails too.
+            let close = (got - exact).abs() <= tol;
+            if !close {
                 return Err(format!(
                     "{level:?} {case:?}: C[{i},{j}] = {got}, expected {exact} (tol {tol})"
                 ));

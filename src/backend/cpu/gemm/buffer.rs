@@ -16,25 +16,25 @@ thread_local! {
     // it is used rather than borrowed: while a caller waits inside rayon it may run another task
     // that calls `sgemm` on this same thread, and that nested call must find the slot empty (and
     // allocate) instead of panicking.
-    static SHARED_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
-    static TILE_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    static SHARED: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    static TILE: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
 }
 
-/// What a buffer is for; each has its own per-thread slot, because a thread holding the shared A
-/// of one call also computes tiles, each needing a B buffer.
+/// What a buffer is for; each has its own per-thread slot, because a thread holding the shared
+/// operand of one call also computes tiles, each needing a buffer of its own.
 #[derive(Clone, Copy)]
 pub(super) enum Slot {
-    /// All of A, packed by the calling thread and read by every tile.
-    SharedA,
-    /// One k block of B for the tile a thread is computing.
-    TileB,
+    /// One whole operand, packed for the call and read by every tile.
+    Shared,
+    /// One k block of the other operand, for the tile a thread is computing.
+    Tile,
 }
 
 impl Slot {
     fn key(self) -> &'static LocalKey<Cell<Vec<Line>>> {
         match self {
-            Slot::SharedA => &SHARED_A,
-            Slot::TileB => &TILE_B,
+            Slot::Shared => &SHARED,
+            Slot::Tile => &TILE,
         }
     }
 }

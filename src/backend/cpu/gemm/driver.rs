@@ -1,19 +1,24 @@
 //! The GEMM driver: cache blocking, packing and the split of C into tiles spread over rayon's
 //! global pool.
 //!
-//! A is packed once, up front (in parallel), into a buffer shared by all tiles. Each tile of C
-//! (`rows x cols` in panels) then runs:
+//! One operand is packed once, up front (in parallel), into a buffer shared by all tiles; the
+//! other is packed by each tile, one k block at a time, into a per-thread buffer that stays in L2.
+//! When A is the shared one (the usual case, n >= m), a tile is a strip of C's columns and runs:
 //! ```text
 //! for each k block (KC)             C tile accumulates across blocks (beta only on the first)
-//!   pack the tile's KC x cols block of B into this thread's buffer: it stays in L2
+//!   pack the tile's KC x cols block of B into this thread's buffer (L2)
 //!   for each A panel (MR rows)      its MR x KC micro-panel stays in L1 ...
 //!     for each B panel (NR cols)    ... while the KC x NR micro-panels stream from L2
 //!       micro-kernel
 //! ```
-//! Tiles are preferably whole columns of C (all rows), so no B block is packed twice; rows are cut
-//! only when there are too few columns to share. Tasks never wait on each other (no barrier), so
-//! a call nested inside another rayon task cannot deadlock and tiles can be stolen freely for
-//! load balance on a busy machine.
+//! For tall, narrow products (m > n: e.g. n = 49 for a 7 x 7 feature map) the roles swap: B is
+//! shared, a tile is a strip of C's rows and packs its own A blocks, so the big operand A goes
+//! through memory once instead of being packed there and read back.
+//!
+//! Strips are preferably full length, so no local block is packed twice; they are cut across only
+//! when there are too few of them to share among the threads. Tasks never wait on each other (no
+//! barrier), so a call nested inside another rayon task cannot deadlock and tiles can be stolen
+//! freely for load balance on a busy machine.
 
 use std::ops::Range;
 
@@ -47,9 +52,12 @@ pub(super) trait MicroKernel {
     /// Longest k block: an `MR x KC` A micro-panel should sit in L1 next to one streaming
     /// `KC x NR` B micro-panel.
     const KC: usize;
-    /// Target columns of C per task tile (a multiple of NR): the `KC x NB` block of B reused by
-    /// every A panel of the tile should fit in L2.
+    /// Target columns of C per tile when A is shared (a multiple of NR): the tile's `KC x NB`
+    /// block of B, reused by every A panel, should fit in L2.
     const NB: usize;
+    /// Target rows of C per tile when B is shared (a multiple of MR): the tile's `MB x KC` block
+    /// of A, reused by every B panel, should fit in L2.
+    const MB: usize;
 
     /// Packs k indices `p0 .. p0 + kc` of the A rows from `i0` on into consecutive `MR`-row
     /// micro-panels of `kc * MR` floats (as many as `dst` holds; rows from `m` on read as zero).
@@ -105,9 +113,9 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     let (m, n, k) = (p.m, p.n, p.k);
     // The tile stores go through raw pointers; this bound is what keeps them inside `c`.
     assert!(m > 0 && n > 0 && k > 0 && p.ldc >= n && c.len() >= (m - 1) * p.ldc + n);
-    let m_panels = m.div_ceil(K::MR);
-    let n_panels = n.div_ceil(K::NR);
-    let parallel = 2 * m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
+    let (m_panels, n_panels) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
+    let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
+    let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
     let threads = if parallel {
         rayon::current_num_threads()
     } else {
@@ -115,22 +123,45 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     };
     // Equal k blocks (e.g. 576 = 3 x 192, not 256 + 256 + 64) keep every kernel call long.
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
+    let share_a = n >= m;
 
-    let mut a_buf = PackBuf::take(Slot::SharedA, m_panels * K::MR * k);
-    let pa = a_buf.as_mut_slice();
-    pack_a::<K>(pa, StripSource::rows_of_a(p.a), m, k, kc_max, parallel);
-    let pa = &*pa;
+    let mut shared_buf = if share_a {
+        PackBuf::take(Slot::Shared, m_panels * K::MR * k)
+    } else {
+        PackBuf::take(Slot::Shared, n_panels * K::NR * k)
+    };
+    let shared = shared_buf.as_mut_slice();
+    if share_a {
+        let src = StripSource::rows_of_a(p.a);
+        pack_shared(shared, src, m, K::MR, k, kc_max, parallel, K::pack_a);
+    } else {
+        let src = StripSource::cols_of_b(p.b);
+        pack_shared(shared, src, n, K::NR, k, kc_max, parallel, K::pack_b);
+    }
+    let shared = &*shared;
 
-    let (row_tiles, col_tiles) = plan_tiles::<K>(m_panels, n_panels, threads);
+    // Tiles: `strips` along the locally packed dimension, each cut into `cuts` pieces.
+    let (local_panels, shared_panels, target) = if share_a {
+        (n_panels, m_panels, K::NB / K::NR)
+    } else {
+        (m_panels, n_panels, K::MB / K::MR)
+    };
+    let (strips, cuts) = plan_tiles(local_panels, shared_panels, target, threads);
     let cptr = CPtr(c.as_mut_ptr());
     let run = |t: usize| {
-        let rows = split(t / col_tiles, row_tiles, m_panels);
-        let cols = split(t % col_tiles, col_tiles, n_panels);
+        let local = split(t / cuts, strips, local_panels);
+        let across = split(t % cuts, cuts, shared_panels);
         // SAFETY: the CPU supports `K` (our caller's contract); tiles of the grid are disjoint,
         // so no two tasks write the same element of C; `c` outlives the parallel section.
-        unsafe { compute_tile::<K>(pa, p, kc_max, rows, cols, cptr.get()) }
+        unsafe {
+            if share_a {
+                tile_sharing_a::<K>(shared, p, kc_max, across, local, cptr.get());
+            } else {
+                tile_sharing_b::<K>(shared, p, kc_max, local, across, cptr.get());
+            }
+        }
     };
-    let tiles = row_tiles * col_tiles;
+    let tiles = strips * cuts;
     if parallel && tiles > 1 {
         (0..tiles).into_par_iter().for_each(run);
     } else {
@@ -138,32 +169,38 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     }
 }
 
-/// Packs all of A (`m` rows), k block after k block (`kc_max` long, the last maybe shorter);
-/// inside a block, `MR`-row micro-panel after micro-panel, so the panels a tile walks through for
-/// one k block are adjacent. (Panel-major storage over the whole of k would put them a power of
-/// two apart for power-of-two k, all in the same cache sets.)
-fn pack_a<K: MicroKernel>(
+/// Signature of [`MicroKernel::pack_a`] and [`MicroKernel::pack_b`].
+type PackFn = fn(&mut [f32], StripSource<'_>, usize, usize, usize, usize);
+
+/// Packs a whole operand (`extent` strips, panels of width `w`), k block after k block (`kc_max`
+/// long, the last maybe shorter); inside a block, micro-panel after micro-panel, so the panels a
+/// tile walks through for one k block are adjacent. (Panel-major storage over the whole of k
+/// would put them a power of two apart for power-of-two k, all in the same cache sets.)
+#[allow(clippy::too_many_arguments)]
+fn pack_shared(
     dst: &mut [f32],
     src: StripSource<'_>,
-    m: usize,
+    extent: usize,
+    w: usize,
     k: usize,
     kc_max: usize,
     parallel: bool,
+    pack: PackFn,
 ) {
-    let panels = m.div_ceil(K::MR);
-    // Panels are packed in groups about 256 rows tall: long sequential runs when a source row
+    let panels = extent.div_ceil(w);
+    // Panels are packed in groups about 256 strips wide: long sequential runs when a source row
     // feeds all the group's panels, and few enough tasks that scheduling costs nothing.
-    let group_panels = 256usize.div_ceil(K::MR);
+    let group_panels = 256usize.div_ceil(w);
     let mut rest = dst;
     let mut p0 = 0;
     while p0 < k {
         let kc = kc_max.min(k - p0);
-        let (block, tail) = rest.split_at_mut(panels * K::MR * kc);
+        let (block, tail) = rest.split_at_mut(panels * w * kc);
         rest = tail;
         let job = |(i, group): (usize, &mut [f32])| {
-            K::pack_a(group, src, i * group_panels * K::MR, m, p0, kc)
+            pack(group, src, i * group_panels * w, extent, p0, kc)
         };
-        let group_len = group_panels * K::MR * kc;
+        let group_len = group_panels * w * kc;
         if parallel {
             block.par_chunks_mut(group_len).enumerate().for_each(job);
         } else {
@@ -178,41 +215,47 @@ fn split(i: usize, parts: usize, total: usize) -> Range<usize> {
     i * total / parts..(i + 1) * total / parts
 }
 
-/// How many tile rows and columns to cut C into. Tiles start as full-height column strips of
-/// about `NB` columns. With several threads, tiles are cut further until they divide evenly among
-/// the threads (or are numerous enough that work stealing evens them out): narrower strips while
-/// they stay at least `MIN_TILE_PANELS` panels wide, otherwise shorter ones, which costs packing
-/// the same B block once per tile row.
-fn plan_tiles<K: MicroKernel>(m_panels: usize, n_panels: usize, threads: usize) -> (usize, usize) {
-    const MIN_TILE_PANELS: usize = 4;
-    let mut rt = 1;
-    let mut ct = n_panels.div_ceil(K::NB / K::NR);
+/// How to cut C: into `strips` along the locally packed dimension (`local_panels` panels,
+/// about `target` per strip), each strip cut `cuts` times across. With several threads the tiles
+/// are cut further until they divide evenly among the threads (or are numerous enough that work
+/// stealing evens them out): more strips while they stay at least `MIN_STRIP_PANELS` wide,
+/// otherwise more cuts, which costs packing the same local block once per cut.
+fn plan_tiles(
+    local_panels: usize,
+    shared_panels: usize,
+    target: usize,
+    threads: usize,
+) -> (usize, usize) {
+    const MIN_STRIP_PANELS: usize = 4;
+    let mut strips = local_panels.div_ceil(target);
+    let mut cuts = 1;
     if threads <= 1 {
-        return (rt, ct);
+        return (strips, cuts);
     }
     loop {
-        let tiles = rt * ct;
-        if tiles % threads == 0 || tiles >= 8 * threads {
-            return (rt, ct);
+        let tiles = strips * cuts;
+        if tiles.is_multiple_of(threads) || tiles >= 8 * threads {
+            return (strips, cuts);
         }
-        if (ct + 1) * MIN_TILE_PANELS <= n_panels {
-            ct += 1;
-        } else if rt < m_panels {
-            rt += 1;
-        } else if ct < n_panels {
-            ct += 1;
+        if (strips + 1) * MIN_STRIP_PANELS <= local_panels {
+            strips += 1;
+        } else if cuts < shared_panels {
+            cuts += 1;
+        } else if strips < local_panels {
+            strips += 1;
         } else {
-            return (rt, ct);
+            return (strips, cuts);
         }
     }
 }
 
-/// Computes the C tile made of A panels `rows` and B panels `cols`.
+/// Computes the C tile made of A panels `rows` and B panels `cols`, A being packed in `pa` and
+/// B packed here block by block.
 ///
 /// # Safety
-/// The CPU supports `K`; `pa` holds A packed by [`pack_a`]; `c` points at C as checked in
+/// The CPU supports `K`; `pa` holds A packed by [`pack_shared`]; `c` points at C as checked in
 /// [`gemm`] and no one else accesses this tile meanwhile.
-unsafe fn compute_tile<K: MicroKernel>(
+unsafe fn tile_sharing_a<K: MicroKernel>(
     pa: &[f32],
     p: &Problem<'_>,
     kc_max: usize,
@@ -221,7 +264,7 @@ unsafe fn compute_tile<K: MicroKernel>(
     c: *mut f32,
 ) {
     let m_panels = p.m.div_ceil(K::MR);
-    let mut b_buf = PackBuf::take(Slot::TileB, cols.len() * K::NR * kc_max);
+    let mut b_buf = PackBuf::take(Slot::Tile, cols.len() * K::NR * kc_max);
     let b_src = StripSource::cols_of_b(p.b);
     let mut pc = 0;
     while pc < p.k {
@@ -232,28 +275,86 @@ unsafe fn compute_tile<K: MicroKernel>(
         // beta applies once; later k blocks add onto what the first one stored.
         let beta = if pc == 0 { p.beta } else { 1.0 };
         for ip in rows.clone() {
-            let i0 = ip * K::MR;
             let a = &a_block[ip * K::MR * kc..][..kc * K::MR];
             for (jl, b) in b_block.chunks_exact(K::NR * kc).enumerate() {
-                let j0 = (cols.start + jl) * K::NR;
-                // SAFETY: `a`/`b` hold exactly the kc * MR and kc * NR floats the kernel reads.
-                // The tile's top-left element (i0, j0) has i0 < m and j0 < n, and it spans at
-                // most `m - i0` rows and `n - j0` columns, all inside the C region checked in
-                // `gemm`; tiles are disjoint across tasks (our contract); the CPU supports `K`.
-                unsafe {
-                    K::tile(
-                        kc,
-                        a.as_ptr(),
-                        b.as_ptr(),
-                        c.add(i0 * p.ldc + j0),
-                        p.ldc,
-                        (p.m - i0).min(K::MR),
-                        (p.n - j0).min(K::NR),
-                        beta,
-                    );
-                }
+                // SAFETY: forwarded from our contract.
+                unsafe { micro_tile::<K>(p, kc, a, b, ip, cols.start + jl, beta, c) };
             }
         }
         pc += kc;
+    }
+}
+
+/// Computes the C tile made of A panels `rows` and B panels `cols`, B being packed in `pb` and
+/// A packed here block by block.
+///
+/// # Safety
+/// The CPU supports `K`; `pb` holds B packed by [`pack_shared`]; `c` points at C as checked in
+/// [`gemm`] and no one else accesses this tile meanwhile.
+unsafe fn tile_sharing_b<K: MicroKernel>(
+    pb: &[f32],
+    p: &Problem<'_>,
+    kc_max: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    c: *mut f32,
+) {
+    let n_panels = p.n.div_ceil(K::NR);
+    let mut a_buf = PackBuf::take(Slot::Tile, rows.len() * K::MR * kc_max);
+    let a_src = StripSource::rows_of_a(p.a);
+    let mut pc = 0;
+    while pc < p.k {
+        let kc = kc_max.min(p.k - pc);
+        let a_block = &mut a_buf.as_mut_slice()[..rows.len() * K::MR * kc];
+        K::pack_a(a_block, a_src, rows.start * K::MR, p.m, pc, kc);
+        let b_block = &pb[pc * n_panels * K::NR..];
+        let beta = if pc == 0 { p.beta } else { 1.0 };
+        // B micro-panel outermost: it stays in L1 while the tile's A micro-panels stream from L2.
+        for jp in cols.clone() {
+            let b = &b_block[jp * K::NR * kc..][..kc * K::NR];
+            for (il, a) in a_block.chunks_exact(K::MR * kc).enumerate() {
+                // SAFETY: forwarded from our contract.
+                unsafe { micro_tile::<K>(p, kc, a, b, rows.start + il, jp, beta, c) };
+            }
+        }
+        pc += kc;
+    }
+}
+
+/// One micro-kernel call: the `MR x NR` tile of C at A panel `ip`, B panel `jp`, from the
+/// micro-panels `a` (`kc * MR` floats) and `b` (`kc * NR`), clipped to C's edges.
+///
+/// # Safety
+/// The CPU supports `K`; `c` points at C as checked in [`gemm`]; no one else accesses this tile
+/// meanwhile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_tile<K: MicroKernel>(
+    p: &Problem<'_>,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    ip: usize,
+    jp: usize,
+    beta: f32,
+    c: *mut f32,
+) {
+    assert!(a.len() >= kc * K::MR && b.len() >= kc * K::NR);
+    let (i0, j0) = (ip * K::MR, jp * K::NR);
+    // SAFETY: `a`/`b` hold the kc * MR and kc * NR floats the kernel reads (checked above). The
+    // tile's top-left element (i0, j0) has i0 < m and j0 < n (panels exist only where C does), and
+    // it spans at most `m - i0` rows and `n - j0` columns, all inside the C region checked in
+    // `gemm`; exclusive access and CPU support are our caller's contract.
+    unsafe {
+        K::tile(
+            kc,
+            a.as_ptr(),
+            b.as_ptr(),
+            c.add(i0 * p.ldc + j0),
+            p.ldc,
+            (p.m - i0).min(K::MR),
+            (p.n - j0).min(K::NR),
+            beta,
+        );
     }
 }

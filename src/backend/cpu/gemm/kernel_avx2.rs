@@ -21,6 +21,7 @@ impl MicroKernel for Avx2 {
     // A micro-panel 6 x 256 x 4 B = 6 KiB, B micro-panels 16 KiB: both well inside L1.
     const KC: usize = 256;
     const NB: usize = 512;
+    const MB: usize = 6 * 96;
 
     fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, m: usize, p0: usize, kc: usize) {
         // SAFETY: this kernel is only used once AVX2 and FMA have been detected (see `sgemm`).

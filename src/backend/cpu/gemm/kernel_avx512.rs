@@ -12,6 +12,8 @@ use super::pack::{pack_panels, StripSource};
 
 const MR: usize = 14;
 const NR: usize = 32;
+/// How many k steps ahead the kernel prefetches B.
+const B_PREFETCH: usize = 8;
 
 /// The AVX-512F kernel.
 pub(super) struct Avx512;
@@ -23,6 +25,8 @@ impl MicroKernel for Avx512 {
     const KC: usize = 256;
     // B block 256 x 512 x 4 B = 512 KiB: comfortably inside a 2 MiB L2.
     const NB: usize = 512;
+    // A block 672 x 256 x 4 B = 672 KiB, also well inside L2.
+    const MB: usize = 14 * 48;
 
     fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, m: usize, p0: usize, kc: usize) {
         // SAFETY: this kernel is only used once AVX-512F has been detected (see `sgemm`).
@@ -177,6 +181,9 @@ unsafe fn kernel(
     // a[p * MR .. p * MR + MR] and b[p * NR .. p * NR + NR].
     unsafe {
         for p in 0..kc {
+            // B streams from L2: ask for it a few steps ahead (prefetches never fault).
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + B_PREFETCH) * NR).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + B_PREFETCH) * NR + 16).cast::<i8>());
             let ap = a.add(p * MR);
             let b0 = _mm512_loadu_ps(b.add(p * NR));
             let b1 = _mm512_loadu_ps(b.add(p * NR + 16));

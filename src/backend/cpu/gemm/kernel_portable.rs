@@ -16,6 +16,7 @@ impl MicroKernel for Portable {
     const NR: usize = NR;
     const KC: usize = 256;
     const NB: usize = 256;
+    const MB: usize = 6 * 64;
 
     fn pack_a(dst: &mut [f32], src: StripSource<'_>, i0: usize, m: usize, p0: usize, kc: usize) {
         pack_panels::<MR>(dst, src, i0, m, p0, kc);

@@ -81,6 +81,14 @@ fn pack_contiguous<const W: usize>(
     let width = (extent - w0).min(dst.len() / W / kc * W);
     for p in 0..kc {
         let start = (p0 + p) * src.ld + w0;
+        // Rows are usually far apart (a page or more), which the hardware prefetchers do not
+        // follow: request the row a few steps ahead explicitly.
+        if p + ROW_PREFETCH < kc {
+            let ahead = start + ROW_PREFETCH * src.ld;
+            for line in (ahead..ahead + width).step_by(16) {
+                prefetch(&src.data[line]);
+            }
+        }
         let row = &src.data[start..start + width];
         for (i, strip) in row.chunks(W).enumerate() {
             let out = &mut dst[i * panel_len + p * W..][..W];
@@ -93,6 +101,23 @@ fn pack_contiguous<const W: usize>(
             }
         }
     }
+}
+
+/// How many source rows ahead [`pack_contiguous`] prefetches.
+const ROW_PREFETCH: usize = 4;
+
+/// Hints that the cache line holding `v` will be read soon.
+#[inline(always)]
+fn prefetch(v: &f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch has no architectural effect and cannot fault; SSE, which it needs,
+        // is part of the x86-64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((v as *const f32).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 /// Element (w, p) at `w * ld + p`: a transpose. Done in blocks of `P` k steps so each of the `W`
