@@ -173,6 +173,14 @@ pub struct BatchNormGrads {
     pub beta: Storage,
 }
 
+/// Per-class weights of BCE-with-logits, as torch.nn.BCEWithLogitsLoss takes them: `pos_weight`
+/// scales the positive term, `class_weight` (torch's `weight`) the whole loss of a class.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BceWeights<'a> {
+    pub pos_weight: Option<&'a Storage>,
+    pub class_weight: Option<&'a Storage>,
+}
+
 /// Hyper-parameters of one SGD step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdStep {
@@ -358,12 +366,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         -> Result<()>;
 
     // ---- loss (ops/loss.rs) --------------------------------------------------------------------
-    /// Mean BCE-with-logits over [rows x classes], positives weighted by pos_weight[class].
+    /// Mean BCE-with-logits over [rows x classes], weighted per class as `w` says.
     fn bce_with_logits(
         &self,
         logits: &Storage,
         targets: &Storage,
-        pos_weight: Option<&Storage>,
+        w: BceWeights<'_>,
         rows: usize,
         classes: usize,
     ) -> Result<f32>;
@@ -372,7 +380,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         &self,
         logits: &Storage,
         targets: &Storage,
-        pos_weight: Option<&Storage>,
+        w: BceWeights<'_>,
         rows: usize,
         classes: usize,
         scale: f32,

@@ -1,9 +1,10 @@
-//! Binary cross-entropy with logits, mean over all elements, with an optional per-class
-//! `pos_weight` (torch.nn.BCEWithLogitsLoss). Non-finite logits are an error, not a silent NaN.
+//! Binary cross-entropy with logits, mean over all elements, with optional per-class `pos_weight`
+//! and per-class `weight` (torch.nn.BCEWithLogitsLoss). Non-finite inputs are an error, not a
+//! silent NaN.
 
 use super::{expect_rank, expect_same_shape, same_device};
 use crate::autograd::GradFn;
-use crate::backend::Storage;
+use crate::backend::{BceWeights, Storage};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -11,6 +12,7 @@ struct BceBackward {
     logits: Tensor,
     targets: Tensor,
     pos_weight: Option<Tensor>,
+    class_weight: Option<Tensor>,
 }
 
 impl GradFn for BceBackward {
@@ -25,14 +27,9 @@ impl GradFn for BceBackward {
         let scale = be.copy_to_host(grad)?[0];
         let (rows, classes) = (self.logits.dims()[0], self.logits.dims()[1]);
         let pw = self.pos_weight.as_ref().map(|p| p.storage());
-        let g = be.bce_with_logits_backward(
-            &self.logits.storage(),
-            &self.targets.storage(),
-            pw.as_deref(),
-            rows,
-            classes,
-            scale,
-        )?;
+        let cw = self.class_weight.as_ref().map(|p| p.storage());
+        let w = BceWeights { pos_weight: pw.as_deref(), class_weight: cw.as_deref() };
+        let g = be.bce_with_logits_backward(&self.logits.storage(), &self.targets.storage(), w, rows, classes, scale)?;
         Ok(vec![Some(g)])
     }
 }
@@ -40,34 +37,56 @@ impl GradFn for BceBackward {
 /// Mean BCE-with-logits of logits [N, C] against targets [N, C] in {0, 1} (soft targets are
 /// allowed), positives of class c weighted by pos_weight[c]. Returns a scalar tensor.
 pub fn bce_with_logits(logits: &Tensor, targets: &Tensor, pos_weight: Option<&Tensor>) -> Result<Tensor> {
+    bce_with_logits_weighted(logits, targets, pos_weight, None)
+}
+
+/// [`bce_with_logits`] with an additional per-class weight [C] on the whole loss of each class
+/// (torch's `weight` broadcast over rows).
+pub fn bce_with_logits_weighted(
+    logits: &Tensor,
+    targets: &Tensor,
+    pos_weight: Option<&Tensor>,
+    class_weight: Option<&Tensor>,
+) -> Result<Tensor> {
     let mut all = vec![logits, targets];
     all.extend(pos_weight);
+    all.extend(class_weight);
     same_device("bce_with_logits", &all)?;
     expect_rank("bce_with_logits", "logits", logits, 2)?;
     expect_same_shape("bce_with_logits", logits, targets)?;
     super::expect_nonempty("bce_with_logits", logits)?;
     let (rows, classes) = (logits.dims()[0], logits.dims()[1]);
-    if let Some(pw) = pos_weight {
-        if pw.dims() != [classes] {
-            return Err(Error::ShapeMismatch {
-                op: "bce_with_logits",
-                detail: format!("pos_weight {:?} for {classes} classes", pw.dims()),
-            });
+    for (what, w) in [("pos_weight", pos_weight), ("weight", class_weight)] {
+        if let Some(w) = w {
+            if w.dims() != [classes] {
+                return Err(Error::ShapeMismatch {
+                    op: "bce_with_logits",
+                    detail: format!("{what} {:?} for {classes} classes", w.dims()),
+                });
+            }
         }
     }
     let be = logits.backend()?;
-    if !be.all_finite(&logits.storage())? {
-        return Err(Error::NonFinite { what: "logits reaching bce_with_logits".into(), step: None });
-    }
-    if !be.all_finite(&targets.storage())? {
-        return Err(Error::NonFinite { what: "targets reaching bce_with_logits".into(), step: None });
+    for (what, t) in [("logits", Some(logits)), ("targets", Some(targets)), ("pos_weight", pos_weight), ("weight", class_weight)] {
+        if let Some(t) = t {
+            if !be.all_finite(&t.storage())? {
+                return Err(Error::NonFinite { what: format!("{what} reaching bce_with_logits"), step: None });
+            }
+        }
     }
     let pw = pos_weight.map(|p| p.storage());
-    let value = be.bce_with_logits(&logits.storage(), &targets.storage(), pw.as_deref(), rows, classes)?;
-    drop(pw);
+    let cw = class_weight.map(|p| p.storage());
+    let w = BceWeights { pos_weight: pw.as_deref(), class_weight: cw.as_deref() };
+    let value = be.bce_with_logits(&logits.storage(), &targets.storage(), w, rows, classes)?;
+    drop((pw, cw));
     let out = be.full(1, value)?;
     let record = || -> Box<dyn GradFn> {
-        Box::new(BceBackward { logits: logits.clone(), targets: targets.clone(), pos_weight: pos_weight.cloned() })
+        Box::new(BceBackward {
+            logits: logits.clone(),
+            targets: targets.clone(),
+            pos_weight: pos_weight.cloned(),
+            class_weight: class_weight.cloned(),
+        })
     };
     Ok(Tensor::from_op(out, crate::tensor::Shape::scalar(), record, &[logits]))
 }

@@ -18,7 +18,7 @@ pub use concat::cat_channels;
 pub use conv::conv2d;
 pub use dropout::dropout;
 pub use elementwise::{add, mul, scale};
-pub use loss::bce_with_logits;
+pub use loss::{bce_with_logits, bce_with_logits_weighted};
 pub use matmul::{linear, matmul};
 pub use norm::{batch_norm, BatchNormState};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};

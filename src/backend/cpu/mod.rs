@@ -13,7 +13,7 @@ pub mod pool;
 pub mod simd;
 
 use super::{
-    AdamStep, SgdStep, Backend, BatchNormGrads, BatchNormSaved, Conv2dGeometry, Device, Layout, NormShape,
+    AdamStep, BceWeights, SgdStep, Backend, BatchNormGrads, BatchNormSaved, Conv2dGeometry, Device, Layout, NormShape,
     Pool2dGeometry, Storage,
 };
 use crate::error::{Error, Result};
@@ -273,28 +273,24 @@ impl Backend for CpuBackend {
         &self,
         logits: &Storage,
         targets: &Storage,
-        pos_weight: Option<&Storage>,
+        w: BceWeights<'_>,
         _rows: usize,
         classes: usize,
     ) -> Result<f32> {
-        Ok(loss::bce_with_logits(host(logits)?, host(targets)?, host_opt(pos_weight)?, classes))
+        let weights = loss::Weights { pos: host_opt(w.pos_weight)?, class: host_opt(w.class_weight)? };
+        Ok(loss::bce_with_logits(host(logits)?, host(targets)?, weights, classes))
     }
     fn bce_with_logits_backward(
         &self,
         logits: &Storage,
         targets: &Storage,
-        pos_weight: Option<&Storage>,
+        w: BceWeights<'_>,
         _rows: usize,
         classes: usize,
         scale: f32,
     ) -> Result<Storage> {
-        let g = loss::bce_with_logits_backward(
-            host(logits)?,
-            host(targets)?,
-            host_opt(pos_weight)?,
-            classes,
-            scale,
-        );
+        let weights = loss::Weights { pos: host_opt(w.pos_weight)?, class: host_opt(w.class_weight)? };
+        let g = loss::bce_with_logits_backward(host(logits)?, host(targets)?, weights, classes, scale);
         Ok(Storage::Cpu(g))
     }
 }
