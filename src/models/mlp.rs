@@ -102,6 +102,12 @@ impl Module for Mlp {
         }
         self.classifier.visit(&join(prefix, "classifier"), f);
     }
+    fn dropout_calls(&self) -> Vec<u64> {
+        self.blocks.iter().map(|b| b.dropout.calls()).collect()
+    }
+    fn set_dropout_calls(&self, calls: &[u64]) {
+        self.blocks.iter().zip(calls).for_each(|(b, &c)| b.dropout.set_calls(c));
+    }
     fn set_training(&self, training: bool) {
         for b in &self.blocks {
             b.bn.iter().for_each(|bn| bn.set_training(training));

@@ -71,6 +71,14 @@ pub trait Module: Send + Sync {
         self.parameters().iter().map(|p| p.tensor.numel()).sum()
     }
 
+    /// The stream positions of the dropout layers, in a fixed order (saved for exact resumption).
+    fn dropout_calls(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
+    /// Restores positions returned by [`dropout_calls`](Self::dropout_calls).
+    fn set_dropout_calls(&self, _calls: &[u64]) {}
+
     /// Clears every parameter's accumulated gradient.
     fn zero_grad(&self) {
         self.parameters().iter().for_each(|p| p.tensor.zero_grad());

@@ -2,6 +2,7 @@
 
 mod bench;
 mod info;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Measure kernel throughput (GEMM, ResNet18 convolutions) and print a table or JSON lines.
     Bench(bench::BenchArgs),
+    /// Train a classifier (the main job): data, split, model, optimizer, validation, checkpoints.
+    Train(Box<train::TrainArgs>),
     /// Show the tensors, dtypes, shapes, parameter count and metadata of a weight file.
     Info(info::InfoArgs),
 }
@@ -43,5 +46,6 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Info(args) => info::run(&args),
+        Command::Train(args) => train::run(&args),
     }
 }

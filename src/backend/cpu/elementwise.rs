@@ -107,7 +107,9 @@ pub fn sum_all(x: &[f32]) -> f32 {
     if x.len() < PARALLEL_MIN {
         chunk_sum(x) as f32
     } else {
-        x.par_chunks(CHUNK).map(chunk_sum).sum::<f64>() as f32
+        // Partial sums are collected in chunk order and added sequentially, so the result does
+        // not depend on how the pool happened to split the work (runs reproduce bit for bit).
+        x.par_chunks(CHUNK).map(chunk_sum).collect::<Vec<f64>>().iter().sum::<f64>() as f32
     }
 }
 

@@ -8,7 +8,9 @@ const CHUNK: usize = 1 << 14;
 
 /// Sum of squares in f64.
 pub fn sum_squares(x: &[f32]) -> f64 {
-    x.par_chunks(CHUNK).map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sum()
+    // Collected in chunk order and summed sequentially: deterministic whatever the pool does.
+    let partials: Vec<f64> = x.par_chunks(CHUNK).map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum()).collect();
+    partials.iter().sum()
 }
 
 /// torch.optim.SGD: g = grad + wd p; buf = momentum buf + (1 - dampening) g (buf = g on the first
