@@ -172,3 +172,36 @@ pub fn images_per_patient(ds: &dyn Dataset) -> HashMap<String, usize> {
     }
     m
 }
+
+/// An image that failed [`check_images`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckFailure {
+    pub index: usize,
+    pub image: String,
+    pub path: Option<std::path::PathBuf>,
+    pub error: String,
+}
+
+/// Verifies that every image of `ds` exists and decodes, in parallel on rayon's pool. File
+/// sources are decoded at full size; other sources go through [`Dataset::image`] at 8x8.
+pub fn check_images(ds: &dyn Dataset) -> Vec<CheckFailure> {
+    use rayon::prelude::*;
+    let tiny = super::Preprocess { channels: 1, size: 8, normalization: super::Normalization::UnitRange };
+    let mut failures: Vec<CheckFailure> = (0..ds.len())
+        .into_par_iter()
+        .filter_map(|i| {
+            let result = match ds.image_path(i) {
+                Some(p) => super::transform::load_image(p).map(|_| ()),
+                None => ds.image(i, &tiny, None).map(|_| ()),
+            };
+            result.err().map(|e| CheckFailure {
+                index: i,
+                image: ds.image_id(i).to_string(),
+                path: ds.image_path(i).map(|p| p.to_path_buf()),
+                error: e.to_string(),
+            })
+        })
+        .collect();
+    failures.sort_by_key(|f| f.index);
+    failures
+}

@@ -1,6 +1,7 @@
 //! `tools`: the cxr command line. Errors are reported at this edge with `anyhow`.
 
 mod bench;
+mod data;
 mod info;
 
 use anyhow::Result;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Measure kernel throughput (GEMM, ResNet18 convolutions) and print a table or JSON lines.
     Bench(bench::BenchArgs),
+    /// Inspect a data source: label statistics (`stats`) and image integrity (`check`).
+    Data(data::DataArgs),
     /// Show the tensors, dtypes, shapes, parameter count and metadata of a weight file.
     Info(info::InfoArgs),
 }
@@ -42,6 +45,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Data(args) => data::run(&args),
         Command::Info(args) => info::run(&args),
     }
 }
