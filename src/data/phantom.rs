@@ -243,7 +243,7 @@ impl Phantoms {
                 // Mediastinum and spine.
                 if (x - (c.body.0)).abs() < 0.06
                     && y > c.lungs[0].1 - c.lungs[0].3 - 0.05
-                    && y < 0.8
+                    && y < c.heart.1
                 {
                     v = v.max(0.68);
                 }
