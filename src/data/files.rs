@@ -34,10 +34,20 @@ impl FileDataset {
     pub fn new(identity: impl Into<String>, records: Vec<FileRecord>) -> FileDataset {
         let labels = records.iter().flat_map(|r| r.labels).collect();
         let boxes = vec![Vec::new(); records.len()];
-        FileDataset { identity: identity.into(), records, labels, boxes, box_size: (0, 0) }
+        FileDataset {
+            identity: identity.into(),
+            records,
+            labels,
+            boxes,
+            box_size: (0, 0),
+        }
     }
     /// Attaches lesion boxes by image id (in `size` pixel coordinates). Returns how many matched.
-    pub fn set_boxes(&mut self, by_id: &HashMap<String, Vec<LesionBox>>, size: (usize, usize)) -> usize {
+    pub fn set_boxes(
+        &mut self,
+        by_id: &HashMap<String, Vec<LesionBox>>,
+        size: (usize, usize),
+    ) -> usize {
         let mut n = 0;
         for (i, r) in self.records.iter().enumerate() {
             if let Some(b) = by_id.get(&r.id) {
@@ -75,11 +85,18 @@ impl Dataset for FileDataset {
     fn image_id(&self, index: usize) -> &str {
         &self.records[index].id
     }
-    fn image(&self, index: usize, preprocess: &Preprocess, augment: Option<(&Augment, u64)>) -> Result<Vec<f32>> {
-        let r = self
-            .records
-            .get(index)
-            .ok_or_else(|| Error::data(&self.identity, format!("index {index} out of range ({})", self.records.len())))?;
+    fn image(
+        &self,
+        index: usize,
+        preprocess: &Preprocess,
+        augment: Option<(&Augment, u64)>,
+    ) -> Result<Vec<f32>> {
+        let r = self.records.get(index).ok_or_else(|| {
+            Error::data(
+                &self.identity,
+                format!("index {index} out of range ({})", self.records.len()),
+            )
+        })?;
         transform::check_preprocess(preprocess)?;
         let img = transform::load_image(&r.path)?;
         transform::preprocess(&img, preprocess, augment)
@@ -142,6 +159,10 @@ pub fn missing_summary(missing: &[String], what: &str) -> String {
         missing.len(),
         if missing.len() == 1 { " is" } else { "s are" },
         first.join(", "),
-        if missing.len() > first.len() { ", ..." } else { "" }
+        if missing.len() > first.len() {
+            ", ..."
+        } else {
+            ""
+        }
     )
 }

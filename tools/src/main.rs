@@ -1,6 +1,7 @@
 //! `tools`: the cxr command line. Errors are reported at this edge with `anyhow`.
 
 mod bench;
+mod data;
 mod info;
 mod train;
 
@@ -25,6 +26,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Train a classifier (the main job): data, split, model, optimizer, validation, checkpoints.
     Train(Box<train::TrainArgs>),
+    /// Inspect a data source: label statistics (`stats`) and image integrity (`check`).
+    Data(data::DataArgs),
     /// Show the tensors, dtypes, shapes, parameter count and metadata of a weight file.
     Info(info::InfoArgs),
 }
@@ -45,6 +48,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Data(args) => data::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Train(args) => train::run(&args),
     }
