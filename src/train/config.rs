@@ -88,7 +88,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             data: "phantom".into(),
-            arch: "resnet18-small".into(),
+            arch: "resnet18".into(),
             image_size: 64,
             channels: 1,
             normalization: Normalization::UnitRange,
