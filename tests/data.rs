@@ -657,3 +657,53 @@ fn source_detection() {
     );
     assert_eq!(src.all.image_id(725), "val:0");
 }
+
+/// The full official label file with the ChestMNIST-size split lists, labels only: sizes from the
+/// data README, and the official split is patient-disjoint (open_source checks leakage).
+#[test]
+fn nih_full_label_file_official_split() {
+    let Some(dir) = shared() else { return };
+    let options = SourceOptions {
+        labels_only: true,
+        ..Default::default()
+    };
+    let src = open_source(dir.join("labels").to_str().unwrap(), &options).unwrap();
+    assert!(matches!(src.kind, SourceKind::Nih(_)));
+    let stats = Stats::compute(src.all.as_ref());
+    assert_eq!((stats.images, stats.patients), (112_120, Some(30_805)));
+    assert_eq!(
+        (src.train.len(), src.val.len(), src.test.len()),
+        (78_468, 11_219, 22_433)
+    );
+    assert!(src.warnings.is_empty(), "{:?}", src.warnings);
+    // "No Finding" is the majority, Infiltration the most common finding.
+    let max = stats.findings.iter().max_by_key(|f| f.images).unwrap();
+    assert_eq!(max.name, "Infiltration");
+    assert!(
+        stats.normal_images > 55_000 && stats.normal_images < 65_000,
+        "{}",
+        stats.normal_images
+    );
+    // NIH's radiologist boxes are attached (BBox_List_2017.csv.gz in the same folder).
+    let i = (0..src.all.len())
+        .find(|&i| src.all.image_id(i) == "00013118_008.png")
+        .unwrap();
+    let (boxes, size) = src.all.boxes(i);
+    assert_eq!(size, (1024, 1024));
+    assert!(
+        boxes
+            .iter()
+            .any(|b| b.finding == 0 && (b.x - 225.08).abs() < 0.01 && (b.w - 86.78).abs() < 0.01),
+        "{boxes:?}"
+    );
+    let total: usize = (0..src.all.len()).map(|i| src.all.boxes(i).0.len()).sum();
+    assert_eq!(total, 984);
+    // Labels only: decoding fails naming the expected file.
+    let pre = Preprocess {
+        channels: 1,
+        size: 8,
+        normalization: Normalization::UnitRange,
+    };
+    let err = src.all.image(0, &pre, None).unwrap_err().to_string();
+    assert!(err.contains("00000001_000.png"), "{err}");
+}

@@ -4,6 +4,15 @@
 //! Every source implements [`Dataset`]: labels and patient ids are known up front (for splits,
 //! class weights and statistics) while images are decoded lazily, one at a time, so even the full
 //! NIH release (112,120 images) is never held decoded in memory.
+//!
+//! - Sources: [`medmnist`] (`.npz`, uint8 kept in memory or memory-mapped), [`nih`] (the NIH
+//!   release folder), [`csv_source`] (`image,patient_id,<14 labels>,view`), [`phantom`]
+//!   (synthetic, learnable), [`download`] (MD5-checked MedMNIST downloads);
+//!   [`open_source`] picks one from a `--data` value and splits it.
+//! - [`split`]: seeded patient-level splits, the leakage check, [`Subset`] and [`Concat`].
+//! - [`transform`]: decode, resize + center crop, augmentation, normalisation.
+//! - [`loader`]: shuffled, prefetched, parallel-decoded batches with an optional uint8 cache.
+//! - [`stats`]: label statistics and the image integrity check behind `tools data`.
 
 use crate::error::Result;
 use serde::{Deserialize, Serialize};

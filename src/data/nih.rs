@@ -33,6 +33,9 @@ pub struct NihOptions {
     pub skip_missing: bool,
     /// Read only the first N rows of the label file.
     pub limit: Option<usize>,
+    /// Labels only: do not look for image files (for statistics and splits of the label file
+    /// alone; decoding an image then fails naming the expected path).
+    pub labels_only: bool,
 }
 
 /// One row of `Data_Entry_2017.csv`.
@@ -263,7 +266,11 @@ impl Nih {
         })?;
         let name = label_file.display().to_string();
         let rows = parse_data_entry(open_maybe_gz(&label_file)?, &name, options.limit)?;
-        let images = index_images(folder)?;
+        let images = if options.labels_only {
+            Default::default()
+        } else {
+            index_images(folder)?
+        };
         let mut records = Vec::with_capacity(rows.len());
         let mut missing = Vec::new();
         let mut filtered = 0;
@@ -274,10 +281,15 @@ impl Nih {
                     continue;
                 }
             }
-            match images.get(&r.image) {
-                Some(p) => records.push(FileRecord {
+            let found = if options.labels_only {
+                Some(folder.join(&r.image))
+            } else {
+                images.get(&r.image).cloned()
+            };
+            match found {
+                Some(path) => records.push(FileRecord {
                     id: r.image,
-                    path: p.clone(),
+                    path,
                     labels: r.labels,
                     patient: Some(r.patient),
                     view: Some(r.view),

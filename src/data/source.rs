@@ -32,6 +32,8 @@ pub struct SourceOptions {
     pub view: Option<String>,
     /// Drop rows whose image file is missing (counted in the warnings) instead of failing.
     pub skip_missing: bool,
+    /// NIH sources: read the label file only, without looking for images (statistics, splits).
+    pub labels_only: bool,
     /// Proceed even when a patient appears in two splits (a warning instead of an error).
     pub allow_leakage: bool,
     /// Images folder for CSV sources.
@@ -265,6 +267,7 @@ pub fn open_source(spec: &str, options: &SourceOptions) -> Result<Source> {
                 view: options.view.clone(),
                 skip_missing: options.skip_missing,
                 limit: None,
+                labels_only: options.labels_only,
             };
             let nih = Nih::open(folder, &nopts)?;
             let mut warnings = Vec::new();

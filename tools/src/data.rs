@@ -41,6 +41,9 @@ struct SourceArgs {
     /// Drop rows whose image file is missing instead of failing.
     #[arg(long)]
     skip_missing: bool,
+    /// NIH folders: read the label file only, without looking for images (stats of the label file).
+    #[arg(long)]
+    labels_only: bool,
     /// Proceed even if a patient appears in two splits.
     #[arg(long)]
     allow_leakage: bool,
@@ -53,6 +56,7 @@ impl SourceArgs {
             seed: self.seed,
             view: self.view.clone(),
             skip_missing: self.skip_missing,
+            labels_only: self.labels_only,
             allow_leakage: self.allow_leakage,
             ..Default::default()
         };
