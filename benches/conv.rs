@@ -13,16 +13,7 @@ use cxr::backend::cpu::simd::SimdLevel;
 use cxr::backend::geometry::Conv2dGeometry;
 
 /// (name, c_in, c_out, input size, kernel, stride, pad, how many times ResNet18 uses it).
-type Layer = (
-    &'static str,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-);
+type Layer = (&'static str, usize, usize, usize, usize, usize, usize, usize);
 
 const LAYERS: [Layer; 11] = [
     ("conv1 3->64 7x7/2 @224", 3, 64, 224, 7, 2, 3, 1),
@@ -43,9 +34,7 @@ fn median_time(max_iters: usize, mut f: impl FnMut()) -> Duration {
     f();
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < max_iters
-        && (times.len() < 3 || start.elapsed() < Duration::from_millis(1500))
-    {
+    while times.len() < max_iters && (times.len() < 3 || start.elapsed() < Duration::from_millis(1500)) {
         let t = Instant::now();
         f();
         times.push(t.elapsed());
@@ -56,38 +45,21 @@ fn median_time(max_iters: usize, mut f: impl FnMut()) -> Duration {
 
 fn fill(len: usize, seed: u32) -> Vec<f32> {
     (0..len)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32
-                - 0.5
-        })
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
         .collect()
 }
 
 /// Times the three kernels on one shape; returns their medians in ms.
 fn bench_shape(level: SimdLevel, g: &Conv2dGeometry) -> [f64; 3] {
-    let (x, w, dy) = (
-        fill(g.input_len(), 1),
-        fill(g.weight_len(), 2),
-        fill(g.output_len(), 3),
-    );
+    let (x, w, dy) = (fill(g.input_len(), 1), fill(g.weight_len(), 2), fill(g.output_len(), 3));
     let bias = fill(g.out_channels, 4);
-    let (mut y, mut dx, mut dw) = (
-        vec![0.0; g.output_len()],
-        vec![0.0; g.input_len()],
-        vec![0.0; g.weight_len()],
-    );
+    let (mut y, mut dx, mut dw) = (vec![0.0; g.output_len()], vec![0.0; g.input_len()], vec![0.0; g.weight_len()]);
     let iters = if g.batch > 4 { 5 } else { 30 };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     [
-        ms(median_time(iters, || {
-            conv2d_forward(level, g, &x, &w, Some(&bias), &mut y)
-        })),
-        ms(median_time(iters, || {
-            conv2d_backward_input(level, g, &dy, &w, &mut dx)
-        })),
-        ms(median_time(iters, || {
-            conv2d_backward_weight(level, g, &x, &dy, &mut dw)
-        })),
+        ms(median_time(iters, || conv2d_forward(level, g, &x, &w, Some(&bias), &mut y))),
+        ms(median_time(iters, || conv2d_backward_input(level, g, &dy, &w, &mut dx))),
+        ms(median_time(iters, || conv2d_backward_weight(level, g, &x, &dy, &mut dw))),
     ]
 }
 
@@ -99,11 +71,7 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let filter = std::env::var("CONV_BENCH_FILTER").unwrap_or_default();
-    println!(
-        "conv kernels, SIMD {}, {} threads",
-        level.name(),
-        rayon::current_num_threads()
-    );
+    println!("conv kernels, SIMD {}, {} threads", level.name(), rayon::current_num_threads());
     for batch in batches {
         println!("\nbatch {batch}");
         println!(

@@ -24,14 +24,7 @@ struct Shape {
 }
 
 const fn shape(name: &'static str, m: usize, n: usize, k: usize, a: Layout, b: Layout) -> Shape {
-    Shape {
-        name,
-        m,
-        n,
-        k,
-        a,
-        b,
-    }
+    Shape { name, m, n, k, a, b }
 }
 
 use Layout::{Normal as N, Transposed as T};
@@ -55,31 +48,19 @@ const SHAPES: &[Shape] = &[
 
 fn main() {
     // Filter words naming a level pick levels; the others pick shapes by substring.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let (level_words, shape_words): (Vec<&String>, Vec<&String>) =
         args.iter().partition(|a| SimdLevel::parse(a).is_some());
     let levels: Vec<SimdLevel> = SimdLevel::supported()
         .into_iter()
         .rev()
-        .filter(|l| {
-            level_words.is_empty() || level_words.iter().any(|w| SimdLevel::parse(w) == Some(*l))
-        })
+        .filter(|l| level_words.is_empty() || level_words.iter().any(|w| SimdLevel::parse(w) == Some(*l)))
         .collect();
-    let keep = |name: &str| {
-        shape_words.is_empty() || shape_words.iter().any(|w| name.contains(w.as_str()))
-    };
+    let keep = |name: &str| shape_words.is_empty() || shape_words.iter().any(|w| name.contains(w.as_str()));
     println!("threads: {}", rayon::current_num_threads());
-    println!(
-        "{:<10} {:<28} {:>10} {:>10} {:>10}",
-        "level", "shape", "GFLOP/s", "ms", "cpu GF/s"
-    );
+    println!("{:<10} {:<28} {:>10} {:>10} {:>10}", "level", "shape", "GFLOP/s", "ms", "cpu GF/s");
     // `CXR_GEMM_SHAPE=m,n,k[,AB]` (AB two of N/T) measures that one shape instead.
-    let custom = std::env::var("CXR_GEMM_SHAPE")
-        .ok()
-        .and_then(|v| parse_shape(&v));
+    let custom = std::env::var("CXR_GEMM_SHAPE").ok().and_then(|v| parse_shape(&v));
     let shapes: Vec<&Shape> = match &custom {
         Some(s) => vec![s],
         None => SHAPES.iter().filter(|s| keep(s.name)).collect(),
@@ -89,14 +70,7 @@ fn main() {
             let (secs, cpu_secs) = median_seconds(level, s);
             let gflops = |t: f64| 2.0 * (s.m * s.n * s.k) as f64 / t / 1e9;
             let cpu = cpu_secs.map_or("-".to_string(), |t| format!("{:.1}", gflops(t)));
-            println!(
-                "{:<10} {:<28} {:>10.1} {:>10.3} {:>10}",
-                level.name(),
-                s.name,
-                gflops(secs),
-                secs * 1e3,
-                cpu
-            );
+            println!("{:<10} {:<28} {:>10.1} {:>10.3} {:>10}", level.name(), s.name, gflops(secs), secs * 1e3, cpu);
         }
     }
 }
@@ -105,29 +79,15 @@ fn main() {
 /// median process CPU time per thread when it is available.
 fn median_seconds(level: SimdLevel, s: &Shape) -> (f64, Option<f64>) {
     let stored = |rows: usize, cols: usize, layout: Layout| {
-        let (outer, inner) = if layout == Layout::Normal {
-            (rows, cols)
-        } else {
-            (cols, rows)
-        };
-        let data: Vec<f32> = (0..outer * inner)
-            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
-            .collect();
+        let (outer, inner) = if layout == Layout::Normal { (rows, cols) } else { (cols, rows) };
+        let data: Vec<f32> = (0..outer * inner).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
         (data, inner)
     };
     let (a, lda) = stored(s.m, s.k, s.a);
     let (b, ldb) = stored(s.k, s.n, s.b);
     let mut c = vec![0.0f32; s.m * s.n];
-    let a = MatRef {
-        data: &a,
-        ld: lda,
-        layout: s.a,
-    };
-    let b = MatRef {
-        data: &b,
-        ld: ldb,
-        layout: s.b,
-    };
+    let a = MatRef { data: &a, ld: lda, layout: s.a };
+    let b = MatRef { data: &b, ld: ldb, layout: s.b };
     let mut call = || sgemm(level, s.m, s.n, s.k, a, b, 0.0, &mut c, s.n);
     // Warm-up: grows the packing buffers, wakes the pool, settles the clock.
     let warm = Instant::now();

@@ -1,9 +1,7 @@
 //! Convolution kernels against a plain-loop f64 reference, finite differences and the adjoint
 //! identities, for every SIMD level the CPU supports.
 
-use cxr::backend::cpu::conv::{
-    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
-};
+use cxr::backend::cpu::conv::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 use cxr::backend::cpu::simd::SimdLevel;
 use cxr::backend::geometry::Conv2dGeometry;
 use proptest::prelude::*;
@@ -31,16 +29,7 @@ impl Rng {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn geometry(
-    n: usize,
-    ci: usize,
-    co: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-) -> Conv2dGeometry {
+fn geometry(n: usize, ci: usize, co: usize, h: usize, w: usize, k: usize, s: usize, p: usize) -> Conv2dGeometry {
     Conv2dGeometry {
         batch: n,
         in_channels: ci,
@@ -74,13 +63,7 @@ fn y_at(g: &Conv2dGeometry, y: &[f32], n: usize, co: usize, oy: usize, ox: usize
 }
 
 /// Reference y[n, co, oy, ox] and the sum of |terms|.
-fn ref_forward(
-    g: &Conv2dGeometry,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    idx: [usize; 4],
-) -> (f64, f64) {
+fn ref_forward(g: &Conv2dGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, idx: [usize; 4]) -> (f64, f64) {
     let [n, co, oy, ox] = idx;
     let b = bias.map_or(0.0, |b| b[co] as f64);
     let (mut acc, mut mag) = (b, b.abs());
@@ -140,12 +123,7 @@ fn ref_backward_weight(g: &Conv2dGeometry, x: &[f32], dy: &[f32], idx: [usize; 4
 
 /// Unflattens an NCHW-style index.
 fn unflatten(i: usize, dims: [usize; 4]) -> [usize; 4] {
-    [
-        i / (dims[1] * dims[2] * dims[3]),
-        i / (dims[2] * dims[3]) % dims[1],
-        i / dims[3] % dims[2],
-        i % dims[3],
-    ]
+    [i / (dims[1] * dims[2] * dims[3]), i / (dims[2] * dims[3]) % dims[1], i / dims[3] % dims[2], i % dims[3]]
 }
 
 /// Checks `got[i]` against `reference(idx)` for the flat indices `which`.
@@ -180,32 +158,16 @@ impl Case {
     fn new(g: Conv2dGeometry, with_bias: bool, seed: u64) -> Case {
         let mut rng = Rng(seed | 1);
         let bias = with_bias.then(|| rng.vec(g.out_channels));
-        Case {
-            x: rng.vec(g.input_len()),
-            w: rng.vec(g.weight_len()),
-            dy: rng.vec(g.output_len()),
-            bias,
-            g,
-        }
+        Case { x: rng.vec(g.input_len()), w: rng.vec(g.weight_len()), dy: rng.vec(g.output_len()), bias, g }
     }
     fn x_dims(&self) -> [usize; 4] {
         [self.g.batch, self.g.in_channels, self.g.in_h, self.g.in_w]
     }
     fn y_dims(&self) -> [usize; 4] {
-        [
-            self.g.batch,
-            self.g.out_channels,
-            self.g.out_h(),
-            self.g.out_w(),
-        ]
+        [self.g.batch, self.g.out_channels, self.g.out_h(), self.g.out_w()]
     }
     fn w_dims(&self) -> [usize; 4] {
-        [
-            self.g.out_channels,
-            self.g.in_channels,
-            self.g.kernel_h,
-            self.g.kernel_w,
-        ]
+        [self.g.out_channels, self.g.in_channels, self.g.kernel_h, self.g.kernel_w]
     }
     /// Runs the three GEMM-based kernels; outputs start as NaN to prove they are overwritten.
     fn run(&self, level: SimdLevel) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -223,27 +185,15 @@ impl Case {
         let (g, bias) = (&self.g, self.bias.as_deref());
         let (y, dx, dw) = self.run(level);
         let tag = |op: &str| format!("{op} {:?} {g:?}", level);
-        check(
-            &tag("forward"),
-            &y,
-            self.y_dims(),
-            pick(y.len()).into_iter(),
-            |i| ref_forward(g, &self.x, &self.w, bias, i),
-        );
-        check(
-            &tag("backward_input"),
-            &dx,
-            self.x_dims(),
-            pick(dx.len()).into_iter(),
-            |i| ref_backward_input(g, &self.dy, &self.w, i),
-        );
-        check(
-            &tag("backward_weight"),
-            &dw,
-            self.w_dims(),
-            pick(dw.len()).into_iter(),
-            |i| ref_backward_weight(g, &self.x, &self.dy, i),
-        );
+        check(&tag("forward"), &y, self.y_dims(), pick(y.len()).into_iter(), |i| {
+            ref_forward(g, &self.x, &self.w, bias, i)
+        });
+        check(&tag("backward_input"), &dx, self.x_dims(), pick(dx.len()).into_iter(), |i| {
+            ref_backward_input(g, &self.dy, &self.w, i)
+        });
+        check(&tag("backward_weight"), &dw, self.w_dims(), pick(dw.len()).into_iter(), |i| {
+            ref_backward_weight(g, &self.x, &self.dy, i)
+        });
     }
 }
 
@@ -257,15 +207,9 @@ fn check_bias(g: &Conv2dGeometry, dy: &[f32]) {
     conv2d_backward_bias(g, dy, &mut db);
     let plane = g.out_h() * g.out_w();
     for (co, &got) in db.iter().enumerate() {
-        let terms =
-            (0..g.batch).flat_map(|n| dy[(n * g.out_channels + co) * plane..][..plane].iter());
-        let (want, mag) = terms.fold((0.0f64, 0.0f64), |(s, m), &v| {
-            (s + v as f64, m + (v as f64).abs())
-        });
-        assert!(
-            (got as f64 - want).abs() <= 1e-6 * mag + 1e-7,
-            "bias grad {co}: {got} vs {want}"
-        );
+        let terms = (0..g.batch).flat_map(|n| dy[(n * g.out_channels + co) * plane..][..plane].iter());
+        let (want, mag) = terms.fold((0.0f64, 0.0f64), |(s, m), &v| (s + v as f64, m + (v as f64).abs()));
+        assert!((got as f64 - want).abs() <= 1e-6 * mag + 1e-7, "bias grad {co}: {got} vs {want}");
     }
 }
 
@@ -311,22 +255,14 @@ fn check_adjoint(case: &Case, level: SimdLevel) {
     conv2d_forward(level, g, &case.x, &case.w, None, &mut y);
     let (_, dx, dw) = case.run(level);
     let dot = |a: &[f32], b: &[f32]| -> (f64, f64) {
-        a.iter().zip(b).fold((0.0, 0.0), |(s, m), (&p, &q)| {
-            (s + p as f64 * q as f64, m + (p as f64 * q as f64).abs())
-        })
+        a.iter().zip(b).fold((0.0, 0.0), |(s, m), (&p, &q)| (s + p as f64 * q as f64, m + (p as f64 * q as f64).abs()))
     };
     let (lhs, mag) = dot(&y, &case.dy);
     let (via_x, mag_x) = dot(&case.x, &dx);
     let (via_w, mag_w) = dot(&case.w, &dw);
     let scale = mag.max(mag_x).max(mag_w);
-    assert!(
-        (lhs - via_x).abs() <= 1e-4 * scale,
-        "{g:?} {level:?}: <y,dy> {lhs} vs <x,dx> {via_x}"
-    );
-    assert!(
-        (lhs - via_w).abs() <= 1e-4 * scale,
-        "{g:?} {level:?}: <y,dy> {lhs} vs <w,dw> {via_w}"
-    );
+    assert!((lhs - via_x).abs() <= 1e-4 * scale, "{g:?} {level:?}: <y,dy> {lhs} vs <x,dx> {via_x}");
+    assert!((lhs - via_w).abs() <= 1e-4 * scale, "{g:?} {level:?}: <y,dy> {lhs} vs <w,dw> {via_w}");
 }
 
 #[test]
@@ -355,14 +291,7 @@ fn loss(g: &Conv2dGeometry, x: &[f32], w: &[f32], r: &[f32]) -> f64 {
 }
 
 /// Central difference of `loss` along element `i` of the buffer `which` selects (x or w).
-fn numeric_grad(
-    g: &Conv2dGeometry,
-    x: &[f32],
-    w: &[f32],
-    r: &[f32],
-    perturb_w: bool,
-    i: usize,
-) -> f64 {
+fn numeric_grad(g: &Conv2dGeometry, x: &[f32], w: &[f32], r: &[f32], perturb_w: bool, i: usize) -> f64 {
     const EPS: f32 = 1e-2;
     let shifted = |delta: f32| {
         let (mut x, mut w) = (x.to_vec(), w.to_vec());
@@ -375,11 +304,7 @@ fn numeric_grad(
 
 #[test]
 fn gradients_match_finite_differences() {
-    let shapes = [
-        geometry(2, 3, 4, 7, 8, 3, 1, 1),
-        geometry(1, 2, 3, 9, 9, 7, 2, 3),
-        geometry(2, 3, 5, 6, 6, 1, 2, 0),
-    ];
+    let shapes = [geometry(2, 3, 4, 7, 8, 3, 1, 1), geometry(1, 2, 3, 9, 9, 7, 2, 3), geometry(2, 3, 5, 6, 6, 1, 2, 0)];
     for (s, g) in shapes.into_iter().enumerate() {
         let case = Case::new(g, false, 7 + s as u64);
         let mut rng = Rng(99 + s as u64);
@@ -388,18 +313,10 @@ fn gradients_match_finite_differences() {
             for _ in 0..12 {
                 let i = rng.below(dx.len());
                 let want = numeric_grad(&g, &case.x, &case.w, &case.dy, false, i);
-                assert!(
-                    (dx[i] as f64 - want).abs() <= 1e-2 * (1.0 + want.abs()),
-                    "dx[{i}] {g:?}: {} vs {want}",
-                    dx[i]
-                );
+                assert!((dx[i] as f64 - want).abs() <= 1e-2 * (1.0 + want.abs()), "dx[{i}] {g:?}: {} vs {want}", dx[i]);
                 let j = rng.below(dw.len());
                 let want = numeric_grad(&g, &case.x, &case.w, &case.dy, true, j);
-                assert!(
-                    (dw[j] as f64 - want).abs() <= 1e-2 * (1.0 + want.abs()),
-                    "dw[{j}] {g:?}: {} vs {want}",
-                    dw[j]
-                );
+                assert!((dw[j] as f64 - want).abs() <= 1e-2 * (1.0 + want.abs()), "dw[{j}] {g:?}: {} vs {want}", dw[j]);
             }
         }
     }

@@ -7,8 +7,7 @@ use cxr::data::nih::{parse_data_entry, parse_findings, Nih, NihOptions};
 use cxr::data::npy::write_header;
 use cxr::data::split::{check_leakage, patient_split, Fractions, Split};
 use cxr::data::{
-    open_source, CsvOptions, CsvSource, Dataset, Normalization, Preprocess, SourceKind,
-    SourceOptions, Stats, FINDINGS,
+    open_source, CsvOptions, CsvSource, Dataset, Normalization, Preprocess, SourceKind, SourceOptions, Stats, FINDINGS,
 };
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -19,10 +18,7 @@ fn shared() -> Option<PathBuf> {
     if p.join("README.md").is_file() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIPPED: shared data not found at {} (real NIH data for tests)",
-            p.display()
-        );
+        eprintln!("SKIPPED: shared data not found at {} (real NIH data for tests)", p.display());
         None
     }
 }
@@ -43,8 +39,7 @@ fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
 
 fn write_npz(path: &Path, entries: &[(&str, Vec<u8>)]) {
     let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     for (name, data) in entries {
         z.start_file(format!("{name}.npy"), opts).unwrap();
         z.write_all(data).unwrap();
@@ -72,10 +67,7 @@ fn small_npz_entries(width: usize) -> Vec<(&'static str, Vec<u8>)> {
 fn raw_array(path: &Path, key: &str) -> Vec<u8> {
     let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
     let mut bytes = Vec::new();
-    z.by_name(&format!("{key}.npy"))
-        .unwrap()
-        .read_to_end(&mut bytes)
-        .unwrap();
+    z.by_name(&format!("{key}.npy")).unwrap().read_to_end(&mut bytes).unwrap();
     assert_eq!(&bytes[..6], b"\x93NUMPY");
     let hl = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     bytes[10 + hl..].to_vec()
@@ -86,17 +78,7 @@ fn chestmnist_like_npz_counts_and_labels() {
     let Some(dir) = shared() else { return };
     let path = dir.join("chestmnist_like.npz");
     let keys = npz_keys(&path).unwrap();
-    assert_eq!(
-        keys,
-        [
-            "test_images",
-            "test_labels",
-            "train_images",
-            "train_labels",
-            "val_images",
-            "val_labels"
-        ]
-    );
+    assert_eq!(keys, ["test_images", "test_labels", "train_images", "train_labels", "val_images", "val_labels"]);
     let [tr, va, te] = MedMnist::open_splits(&path, &MedMnistOptions::default()).unwrap();
     assert_eq!((tr.len(), va.len(), te.len()), (725, 94, 598));
     for ds in [&tr, &va, &te] {
@@ -112,22 +94,14 @@ fn chestmnist_like_npz_counts_and_labels() {
     assert_eq!(te.image_id(5), "test:5");
     // Pixels are the raw uint8 / 255 at the native size.
     let raw = raw_array(&path, "train_images");
-    let pre = Preprocess {
-        channels: 1,
-        size: 28,
-        normalization: Normalization::UnitRange,
-    };
+    let pre = Preprocess { channels: 1, size: 28, normalization: Normalization::UnitRange };
     let img = tr.image(3, &pre, None).unwrap();
     assert_eq!(img.len(), 28 * 28);
     for (a, &b) in img.iter().zip(&raw[3 * 784..4 * 784]) {
         assert!((a - b as f32 / 255.0).abs() < 1e-6);
     }
     // Upsampled to 64 with 3 channels.
-    let pre3 = Preprocess {
-        channels: 3,
-        size: 64,
-        normalization: Normalization::ImageNet,
-    };
+    let pre3 = Preprocess { channels: 3, size: 64, normalization: Normalization::ImageNet };
     assert_eq!(tr.image(0, &pre3, None).unwrap().len(), 3 * 64 * 64);
 }
 
@@ -137,11 +111,7 @@ fn npz_memory_mapped_cache_matches_memory() {
     let path = dir.join("small.npz");
     write_npz(&path, &small_npz_entries(14));
     let mem = MedMnist::open(&path, "train", &MedMnistOptions::default()).unwrap();
-    let opts = MedMnistOptions {
-        in_memory_max_pixels: 0,
-        cache_dir: Some(dir.join("cache")),
-        ..Default::default()
-    };
+    let opts = MedMnistOptions { in_memory_max_pixels: 0, cache_dir: Some(dir.join("cache")), ..Default::default() };
     let mapped = MedMnist::open(&path, "train", &opts).unwrap();
     assert!(!mem.is_mapped() && mapped.is_mapped());
     for i in 0..3 {
@@ -168,13 +138,8 @@ fn npz_error(
         (None, Some(r)) => std::fs::write(&path, r).unwrap(),
         _ => unreachable!(),
     }
-    let err = MedMnist::open(&path, "train", opts)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(&format!("{name}.npz")),
-        "error does not name the file: {err}"
-    );
+    let err = MedMnist::open(&path, "train", opts).unwrap_err().to_string();
+    assert!(err.contains(&format!("{name}.npz")), "error does not name the file: {err}");
     let _ = std::fs::remove_dir_all(&dir);
     err
 }
@@ -187,10 +152,7 @@ fn malformed_npz_errors_name_file_and_key() {
     e.retain(|(k, _)| *k != "train_images");
     e.push(("train_imgs", npy("|u1", &[3, 4, 4], &[0; 48])));
     let err = npz_error("wrongkey", Some(e), None, &def);
-    assert!(
-        err.contains("train_images") && err.contains("missing") && err.contains("train_imgs"),
-        "{err}"
-    );
+    assert!(err.contains("train_images") && err.contains("missing") && err.contains("train_imgs"), "{err}");
     // Float images.
     let mut e = small_npz_entries(14);
     e.retain(|(k, _)| *k != "train_images");
@@ -202,47 +164,26 @@ fn malformed_npz_errors_name_file_and_key() {
     e.retain(|(k, _)| *k != "train_images");
     e.push(("train_images", npy("|u1", &[2, 4, 4], &[0; 32])));
     let err = npz_error("mismatch", Some(e), None, &def);
-    assert!(
-        err.contains("train_images") && err.contains("shape mismatch"),
-        "{err}"
-    );
+    assert!(err.contains("train_images") && err.contains("shape mismatch"), "{err}");
     // Data shorter than the header's shape.
     let mut e = small_npz_entries(14);
     e.retain(|(k, _)| *k != "train_images");
     e.push(("train_images", npy("|u1", &[3, 4, 4], &[0; 20])));
     let err = npz_error("shortdata", Some(e), None, &def);
-    assert!(
-        err.contains("train_images") && err.contains("truncated"),
-        "{err}"
-    );
+    assert!(err.contains("train_images") && err.contains("truncated"), "{err}");
     // Labels of the wrong width for cxr; fine when the caller says so.
     let err = npz_error("width", Some(small_npz_entries(2)), None, &def);
-    assert!(
-        err.contains("train_labels") && err.contains("width 2"),
-        "{err}"
-    );
+    assert!(err.contains("train_labels") && err.contains("width 2"), "{err}");
     let dir = temp_dir("width-ok");
     write_npz(&dir.join("w.npz"), &small_npz_entries(2));
-    let ok = MedMnist::open(
-        &dir.join("w.npz"),
-        "train",
-        &MedMnistOptions {
-            label_count: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ok =
+        MedMnist::open(&dir.join("w.npz"), "train", &MedMnistOptions { label_count: 2, ..Default::default() }).unwrap();
     assert_eq!(ok.labels(0).len(), 2);
     // Truncated zip and not a zip at all.
     let dir2 = temp_dir("trunc");
     write_npz(&dir2.join("full.npz"), &small_npz_entries(14));
     let bytes = std::fs::read(dir2.join("full.npz")).unwrap();
-    let err = npz_error(
-        "truncated",
-        None,
-        Some(bytes[..bytes.len() / 2].to_vec()),
-        &def,
-    );
+    let err = npz_error("truncated", None, Some(bytes[..bytes.len() / 2].to_vec()), &def);
     assert!(err.contains("zip"), "{err}");
     let err = npz_error("notzip", None, Some(b"hello, not an npz".to_vec()), &def);
     assert!(err.contains("zip"), "{err}");
@@ -284,39 +225,21 @@ fn nih_official_csv_head_label_counts() {
         let got = rows.iter().filter(|r| r.labels[k] == 1.0).count();
         assert_eq!(got, expect[k], "{}", FINDINGS[k]);
     }
-    assert_eq!(
-        rows.iter()
-            .filter(|r| r.labels.iter().all(|&v| v == 0.0))
-            .count(),
-        normal
-    );
-    assert!(
-        normal > 500 && expect[3] > 100,
-        "implausible counts: normal {normal}, infiltration {}",
-        expect[3]
-    );
+    assert_eq!(rows.iter().filter(|r| r.labels.iter().all(|&v| v == 0.0)).count(), normal);
+    assert!(normal > 500 && expect[3] > 100, "implausible counts: normal {normal}, infiltration {}", expect[3]);
 }
 
 #[test]
 fn nih_csv_errors_name_file_and_line() {
     let head = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n";
     let bad = format!("{head}a.png,Mass,0,1,50,M,PA\nb.png,Mass|Dragon,0,2,50,M,PA\n");
-    let err = parse_data_entry(bad.as_bytes(), "entries.csv", None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("entries.csv:3") && err.contains("Dragon") && err.contains("b.png"),
-        "{err}"
-    );
+    let err = parse_data_entry(bad.as_bytes(), "entries.csv", None).unwrap_err().to_string();
+    assert!(err.contains("entries.csv:3") && err.contains("Dragon") && err.contains("b.png"), "{err}");
     let short = format!("{head}a.png,Mass,0,1,50,M,PA\nb.png,Mass\n");
-    let err = parse_data_entry(short.as_bytes(), "entries.csv", None)
-        .unwrap_err()
-        .to_string();
+    let err = parse_data_entry(short.as_bytes(), "entries.csv", None).unwrap_err().to_string();
     assert!(err.contains("entries.csv:3"), "{err}");
     let nocol = "Image Index,Labels,Patient ID,View Position\na.png,Mass,1,PA\n";
-    let err = parse_data_entry(nocol.as_bytes(), "entries.csv", None)
-        .unwrap_err()
-        .to_string();
+    let err = parse_data_entry(nocol.as_bytes(), "entries.csv", None).unwrap_err().to_string();
     assert!(err.contains("Finding Labels"), "{err}");
     assert_eq!(parse_findings("No Finding").unwrap(), [0.0; 14]);
     let l = parse_findings("Effusion|Pleural_Thickening").unwrap();
@@ -325,9 +248,7 @@ fn nih_csv_errors_name_file_and_line() {
 
 fn write_png(path: &Path, size: u32, value: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    image::GrayImage::from_pixel(size, size, image::Luma([value]))
-        .save(path)
-        .unwrap();
+    image::GrayImage::from_pixel(size, size, image::Luma([value])).save(path).unwrap();
 }
 
 #[test]
@@ -348,74 +269,28 @@ fn nih_folder_nested_images_missing_and_official_split() {
     write_png(&dir.join("images_001/images/00000001_001.png"), 8, 20);
     write_png(&dir.join("images_002/images/00000002_000.png"), 8, 30);
     // 00000003_000.png is missing.
-    let err = Nih::open(&dir, &NihOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("1 listed image is not found") && err.contains("00000003_000.png"),
-        "{err}"
-    );
-    let nih = Nih::open(
-        &dir,
-        &NihOptions {
-            skip_missing: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let err = Nih::open(&dir, &NihOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("1 listed image is not found") && err.contains("00000003_000.png"), "{err}");
+    let nih = Nih::open(&dir, &NihOptions { skip_missing: true, ..Default::default() }).unwrap();
     assert_eq!(nih.data.len(), 3);
     assert_eq!(nih.missing, vec!["00000003_000.png".to_string()]);
     assert_eq!(nih.data.labels(1)[1], 1.0);
     assert_eq!(nih.data.labels(1)[10], 1.0);
     assert_eq!(nih.data.patient(1), Some("1"));
-    let pa = Nih::open(
-        &dir,
-        &NihOptions {
-            skip_missing: true,
-            view: Some("PA".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let pa =
+        Nih::open(&dir, &NihOptions { skip_missing: true, view: Some("PA".into()), ..Default::default() }).unwrap();
     assert_eq!((pa.data.len(), pa.filtered_by_view), (2, 1));
     // Official lists.
-    std::fs::write(
-        dir.join("train_val_list.txt"),
-        "00000001_000.png\n00000001_001.png\n00000003_000.png\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("train_val_list.txt"), "00000001_000.png\n00000001_001.png\n00000003_000.png\n").unwrap();
     std::fs::write(dir.join("test_list.txt"), "00000002_000.png\n").unwrap();
-    let nih = Nih::open(
-        &dir,
-        &NihOptions {
-            skip_missing: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let s = nih
-        .split(
-            Fractions {
-                train: 0.8,
-                val: 0.2,
-                test: 0.0,
-            },
-            1,
-        )
-        .unwrap();
+    let nih = Nih::open(&dir, &NihOptions { skip_missing: true, ..Default::default() }).unwrap();
+    let s = nih.split(Fractions { train: 0.8, val: 0.2, test: 0.0 }, 1).unwrap();
     assert_eq!(s.test, vec![2]);
     let mut tv: Vec<usize> = s.train.iter().chain(&s.val).copied().collect();
     tv.sort();
     assert_eq!(tv, vec![0, 1]);
     // Through open_source.
-    let src = open_source(
-        dir.to_str().unwrap(),
-        &SourceOptions {
-            skip_missing: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let src = open_source(dir.to_str().unwrap(), &SourceOptions { skip_missing: true, ..Default::default() }).unwrap();
     assert!(matches!(src.kind, SourceKind::Nih(_)));
     assert_eq!(src.test.len(), 1);
     assert_eq!(src.warnings.len(), 1, "{:?}", src.warnings);
@@ -432,16 +307,8 @@ fn nih64_patient_split_has_no_leakage_and_leaks_are_caught() {
     assert_eq!(ds.len(), 1000);
     let split = patient_split(ds, Fractions::default(), 7).unwrap();
     assert_eq!(split.train.len() + split.val.len() + split.test.len(), 1000);
-    let patients = |idx: &[usize]| {
-        idx.iter()
-            .map(|&i| ds.patient(i).unwrap().to_string())
-            .collect::<HashSet<_>>()
-    };
-    let (a, b, c) = (
-        patients(&split.train),
-        patients(&split.val),
-        patients(&split.test),
-    );
+    let patients = |idx: &[usize]| idx.iter().map(|&i| ds.patient(i).unwrap().to_string()).collect::<HashSet<_>>();
+    let (a, b, c) = (patients(&split.train), patients(&split.val), patients(&split.test));
     assert!(a.is_disjoint(&b) && a.is_disjoint(&c) && b.is_disjoint(&c));
     assert_eq!(a.len() + b.len() + c.len(), 264);
     assert!((a.len() as f64 - 0.7 * 264.0).abs() <= 1.0);
@@ -454,38 +321,21 @@ fn nih64_patient_split_has_no_leakage_and_leaks_are_caught() {
     for &i in &split.train {
         *counts.entry(ds.patient(i).unwrap()).or_default() += 1;
     }
-    let &moved = split
-        .train
-        .iter()
-        .find(|&&i| counts[ds.patient(i).unwrap()] > 1)
-        .unwrap();
+    let &moved = split.train.iter().find(|&&i| counts[ds.patient(i).unwrap()] > 1).unwrap();
     let patient = ds.patient(moved).unwrap().to_string();
     let leaky = Split {
-        train: split
-            .train
-            .iter()
-            .copied()
-            .filter(|&i| i != moved)
-            .collect(),
+        train: split.train.iter().copied().filter(|&i| i != moved).collect(),
         val: split.val.clone(),
         test: split.test.iter().copied().chain([moved]).collect(),
     };
     let err = check_leakage(ds, &leaky, false).unwrap_err().to_string();
-    assert!(
-        err.contains(&format!("patient {patient} (train, test)"))
-            && err.contains("1 patient appear"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("patient {patient} (train, test)")) && err.contains("1 patient appear"), "{err}");
     let report = check_leakage(ds, &leaky, true).unwrap();
     assert_eq!(report.leaked.len(), 1);
     assert_eq!(report.leaked_images, counts[patient.as_str()]);
     // The seed notebook's bug: splitting by image instead of patient leaks.
     let by_image = patient_split(
-        &cxr::data::Subset::new(
-            std::sync::Arc::new(ImagesOnly(ds.clone())),
-            (0..1000).collect(),
-        )
-        .unwrap(),
+        &cxr::data::Subset::new(std::sync::Arc::new(ImagesOnly(ds.clone())), (0..1000).collect()).unwrap(),
         Fractions::default(),
         7,
     )
@@ -508,12 +358,7 @@ impl Dataset for ImagesOnly {
     fn image_id(&self, i: usize) -> &str {
         self.0.image_id(i)
     }
-    fn image(
-        &self,
-        i: usize,
-        p: &Preprocess,
-        a: Option<(&cxr::data::Augment, u64)>,
-    ) -> cxr::Result<Vec<f32>> {
+    fn image(&self, i: usize, p: &Preprocess, a: Option<(&cxr::data::Augment, u64)>) -> cxr::Result<Vec<f32>> {
         self.0.image(i, p, a)
     }
 }
@@ -524,47 +369,18 @@ fn csv_source_errors() {
     let header = format!("image,patient_id,{},view", FINDINGS.join(","));
     let zeros = vec!["0"; 14].join(",");
     write_png(&dir.join("images/a.png"), 4, 1);
-    std::fs::write(
-        dir.join("bad.csv"),
-        format!("{header}\na.png,1,{},PA\n", vec!["2"; 14].join(",")),
-    )
-    .unwrap();
-    let err = CsvSource::open(&dir.join("bad.csv"), &CsvOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("bad.csv:2") && err.contains("Atelectasis"),
-        "{err}"
-    );
-    std::fs::write(
-        dir.join("missing.csv"),
-        format!("{header}\na.png,1,{zeros},PA\nb.png,2,{zeros},PA\n"),
-    )
-    .unwrap();
-    let err = CsvSource::open(&dir.join("missing.csv"), &CsvOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("b.png") && err.contains("1 listed image"),
-        "{err}"
-    );
-    let ok = CsvSource::open(
-        &dir.join("missing.csv"),
-        &CsvOptions {
-            skip_missing: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    std::fs::write(dir.join("bad.csv"), format!("{header}\na.png,1,{},PA\n", vec!["2"; 14].join(","))).unwrap();
+    let err = CsvSource::open(&dir.join("bad.csv"), &CsvOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("bad.csv:2") && err.contains("Atelectasis"), "{err}");
+    std::fs::write(dir.join("missing.csv"), format!("{header}\na.png,1,{zeros},PA\nb.png,2,{zeros},PA\n")).unwrap();
+    let err = CsvSource::open(&dir.join("missing.csv"), &CsvOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("b.png") && err.contains("1 listed image"), "{err}");
+    let ok =
+        CsvSource::open(&dir.join("missing.csv"), &CsvOptions { skip_missing: true, ..Default::default() }).unwrap();
     assert_eq!(ok.data.len(), 1);
     std::fs::write(dir.join("nocol.csv"), "image,patient_id\na.png,1\n").unwrap();
-    let err = CsvSource::open(&dir.join("nocol.csv"), &CsvOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("Atelectasis") && err.contains("missing column"),
-        "{err}"
-    );
+    let err = CsvSource::open(&dir.join("nocol.csv"), &CsvOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("Atelectasis") && err.contains("missing column"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -573,11 +389,7 @@ fn csv_source_errors() {
 #[test]
 fn nih256_stats() {
     let Some(dir) = shared() else { return };
-    let src = open_source(
-        dir.join("nih256").to_str().unwrap(),
-        &SourceOptions::default(),
-    )
-    .unwrap();
+    let src = open_source(dir.join("nih256").to_str().unwrap(), &SourceOptions::default()).unwrap();
     assert!(matches!(src.kind, SourceKind::Csv(_)));
     let mut stats = Stats::compute(src.all.as_ref());
     assert_eq!(stats.images, 421);
@@ -599,18 +411,11 @@ fn nih256_stats() {
     }
     for k in 0..14 {
         assert_eq!(stats.findings[k].images, expect[k], "{}", FINDINGS[k]);
-        assert_eq!(
-            stats.findings[k].patients,
-            Some(expect[k]),
-            "one image per patient"
-        );
+        assert_eq!(stats.findings[k].patients, Some(expect[k]), "one image per patient");
     }
     assert_eq!(stats.normal_images, normal);
     assert!(normal > 40 && normal < 110, "about 1 in 6 normal: {normal}");
-    assert_eq!(
-        &stats.labels_per_image[..],
-        &hist[..stats.labels_per_image.len()]
-    );
+    assert_eq!(&stats.labels_per_image[..], &hist[..stats.labels_per_image.len()]);
     stats.add_split("train", src.train.as_ref());
     stats.add_split("val", src.val.as_ref());
     stats.add_split("test", src.test.as_ref());
@@ -625,36 +430,16 @@ fn nih256_stats() {
 
 #[test]
 fn source_detection() {
-    assert!(matches!(
-        cxr::data::source::detect("phantom").unwrap(),
-        SourceKind::Phantom
-    ));
-    assert!(matches!(
-        cxr::data::source::detect("chestmnist_224").unwrap(),
-        SourceKind::MedMnist(_)
-    ));
-    let err = cxr::data::source::detect("/nonexistent/thing")
-        .unwrap_err()
-        .to_string();
+    assert!(matches!(cxr::data::source::detect("phantom").unwrap(), SourceKind::Phantom));
+    assert!(matches!(cxr::data::source::detect("chestmnist_224").unwrap(), SourceKind::MedMnist(_)));
+    let err = cxr::data::source::detect("/nonexistent/thing").unwrap_err().to_string();
     assert!(err.contains("not a data source"), "{err}");
     let src = open_source("phantom:40:32", &SourceOptions::default()).unwrap();
     assert_eq!(src.all.len(), 40);
     assert_eq!(src.train.len() + src.val.len() + src.test.len(), 40);
     let Some(dir) = shared() else { return };
-    let src = open_source(
-        dir.join("chestmnist_like.npz").to_str().unwrap(),
-        &SourceOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(
-        (
-            src.train.len(),
-            src.val.len(),
-            src.test.len(),
-            src.all.len()
-        ),
-        (725, 94, 598, 1417)
-    );
+    let src = open_source(dir.join("chestmnist_like.npz").to_str().unwrap(), &SourceOptions::default()).unwrap();
+    assert_eq!((src.train.len(), src.val.len(), src.test.len(), src.all.len()), (725, 94, 598, 1417));
     assert_eq!(src.all.image_id(725), "val:0");
 }
 
@@ -663,47 +448,29 @@ fn source_detection() {
 #[test]
 fn nih_full_label_file_official_split() {
     let Some(dir) = shared() else { return };
-    let options = SourceOptions {
-        labels_only: true,
-        ..Default::default()
-    };
+    let options = SourceOptions { labels_only: true, ..Default::default() };
     let src = open_source(dir.join("labels").to_str().unwrap(), &options).unwrap();
     assert!(matches!(src.kind, SourceKind::Nih(_)));
     let stats = Stats::compute(src.all.as_ref());
     assert_eq!((stats.images, stats.patients), (112_120, Some(30_805)));
-    assert_eq!(
-        (src.train.len(), src.val.len(), src.test.len()),
-        (78_468, 11_219, 22_433)
-    );
+    assert_eq!((src.train.len(), src.val.len(), src.test.len()), (78_468, 11_219, 22_433));
     assert!(src.warnings.is_empty(), "{:?}", src.warnings);
     // "No Finding" is the majority, Infiltration the most common finding.
     let max = stats.findings.iter().max_by_key(|f| f.images).unwrap();
     assert_eq!(max.name, "Infiltration");
-    assert!(
-        stats.normal_images > 55_000 && stats.normal_images < 65_000,
-        "{}",
-        stats.normal_images
-    );
+    assert!(stats.normal_images > 55_000 && stats.normal_images < 65_000, "{}", stats.normal_images);
     // NIH's radiologist boxes are attached (BBox_List_2017.csv.gz in the same folder).
-    let i = (0..src.all.len())
-        .find(|&i| src.all.image_id(i) == "00013118_008.png")
-        .unwrap();
+    let i = (0..src.all.len()).find(|&i| src.all.image_id(i) == "00013118_008.png").unwrap();
     let (boxes, size) = src.all.boxes(i);
     assert_eq!(size, (1024, 1024));
     assert!(
-        boxes
-            .iter()
-            .any(|b| b.finding == 0 && (b.x - 225.08).abs() < 0.01 && (b.w - 86.78).abs() < 0.01),
+        boxes.iter().any(|b| b.finding == 0 && (b.x - 225.08).abs() < 0.01 && (b.w - 86.78).abs() < 0.01),
         "{boxes:?}"
     );
     let total: usize = (0..src.all.len()).map(|i| src.all.boxes(i).0.len()).sum();
     assert_eq!(total, 984);
     // Labels only: decoding fails naming the expected file.
-    let pre = Preprocess {
-        channels: 1,
-        size: 8,
-        normalization: Normalization::UnitRange,
-    };
+    let pre = Preprocess { channels: 1, size: 8, normalization: Normalization::UnitRange };
     let err = src.all.image(0, &pre, None).unwrap_err().to_string();
     assert!(err.contains("00000001_000.png"), "{err}");
 }

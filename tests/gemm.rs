@@ -37,34 +37,18 @@ impl Operand {
     /// A logical `rows x cols` matrix stored with `layout`, leading dimension padded by `pad`.
     /// The slice is exactly as long as needed, so an overrun past its end would panic.
     fn new(rows: usize, cols: usize, layout: Layout, pad: usize, seed: u64) -> Operand {
-        let (outer, inner) = if layout == Layout::Normal {
-            (rows, cols)
-        } else {
-            (cols, rows)
-        };
+        let (outer, inner) = if layout == Layout::Normal { (rows, cols) } else { (cols, rows) };
         let ld = inner + pad;
-        Operand {
-            data: values((outer - 1) * ld + inner, seed),
-            ld,
-            layout,
-        }
+        Operand { data: values((outer - 1) * ld + inner, seed), ld, layout }
     }
 
     fn at(&self, i: usize, j: usize) -> f64 {
-        let idx = if self.layout == Layout::Normal {
-            i * self.ld + j
-        } else {
-            j * self.ld + i
-        };
+        let idx = if self.layout == Layout::Normal { i * self.ld + j } else { j * self.ld + i };
         self.data[idx] as f64
     }
 
     fn mat(&self) -> MatRef<'_> {
-        MatRef {
-            data: &self.data,
-            ld: self.ld,
-            layout: self.layout,
-        }
+        MatRef { data: &self.data, ld: self.ld, layout: self.layout }
     }
 }
 
@@ -90,11 +74,7 @@ fn check(level: SimdLevel, case: Case) -> Result<(), String> {
     let b = Operand::new(k, n, case.b_layout, case.pad_b, case.seed + 1);
     let ldc = n + case.pad_c;
     // With beta == 0 the old C is NaN: it must be ignored, not multiplied by zero.
-    let mut c: Vec<f32> = if beta == 0.0 {
-        vec![f32::NAN; m * ldc]
-    } else {
-        values(m * ldc, case.seed + 2)
-    };
+    let mut c: Vec<f32> = if beta == 0.0 { vec![f32::NAN; m * ldc] } else { values(m * ldc, case.seed + 2) };
     for row in c.chunks_mut(ldc) {
         row[n..].fill(SENTINEL);
     }
@@ -118,15 +98,11 @@ fn check(level: SimdLevel, case: Case) -> Result<(), String> {
             // Written so that a NaN result fails too.
             let close = (got - exact).abs() <= tol;
             if !close {
-                return Err(format!(
-                    "{level:?} {case:?}: C[{i},{j}] = {got}, expected {exact} (tol {tol})"
-                ));
+                return Err(format!("{level:?} {case:?}: C[{i},{j}] = {got}, expected {exact} (tol {tol})"));
             }
         }
         if c[i * ldc + n..(i + 1) * ldc].iter().any(|&v| v != SENTINEL) {
-            return Err(format!(
-                "{level:?} {case:?}: padding of row {i} overwritten"
-            ));
+            return Err(format!("{level:?} {case:?}: padding of row {i} overwritten"));
         }
     }
     Ok(())
@@ -166,12 +142,8 @@ proptest! {
 fn matches_reference_across_blocks_multithreaded() {
     let layouts = [Layout::Normal, Layout::Transposed];
     for level in SimdLevel::supported() {
-        for (idx, &(a_layout, b_layout)) in layouts
-            .iter()
-            .flat_map(|a| layouts.iter().map(move |b| (*a, *b)))
-            .collect::<Vec<_>>()
-            .iter()
-            .enumerate()
+        for (idx, &(a_layout, b_layout)) in
+            layouts.iter().flat_map(|a| layouts.iter().map(move |b| (*a, *b))).collect::<Vec<_>>().iter().enumerate()
         {
             let beta = if idx % 2 == 0 { 0.0 } else { 1.0 };
             let case = Case {
@@ -194,40 +166,14 @@ fn matches_reference_across_blocks_multithreaded() {
 /// Skinny and conv-like shapes: one tile row or column, tiles regrouped for the threads.
 #[test]
 fn matches_reference_on_skinny_shapes() {
-    let shapes = [
-        (64, 3136, 27),
-        (512, 49, 300),
-        (7, 2000, 33),
-        (2000, 5, 40),
-        (1, 1, 5000),
-        (3000, 1, 17),
-        (1, 4000, 3),
-    ];
+    let shapes =
+        [(64, 3136, 27), (512, 49, 300), (7, 2000, 33), (2000, 5, 40), (1, 1, 5000), (3000, 1, 17), (1, 4000, 3)];
     for level in SimdLevel::supported() {
         for (idx, &(m, n, k)) in shapes.iter().enumerate() {
-            let a_layout = if idx % 2 == 0 {
-                Layout::Normal
-            } else {
-                Layout::Transposed
-            };
-            let b_layout = if idx % 3 == 0 {
-                Layout::Transposed
-            } else {
-                Layout::Normal
-            };
+            let a_layout = if idx % 2 == 0 { Layout::Normal } else { Layout::Transposed };
+            let b_layout = if idx % 3 == 0 { Layout::Transposed } else { Layout::Normal };
             let beta = if idx % 2 == 0 { 1.0 } else { 0.0 };
-            let case = Case {
-                m,
-                n,
-                k,
-                a_layout,
-                b_layout,
-                pad_a: 0,
-                pad_b: 2,
-                pad_c: 1,
-                beta,
-                seed: idx as u64,
-            };
+            let case = Case { m, n, k, a_layout, b_layout, pad_a: 0, pad_b: 2, pad_c: 1, beta, seed: idx as u64 };
             check(level, case).unwrap();
         }
     }
@@ -238,10 +184,7 @@ fn matches_reference_on_skinny_shapes() {
 #[test]
 fn nested_calls_inside_rayon_tasks() {
     use rayon::prelude::*;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
     pool.install(|| {
         (0..6u64).into_par_iter().for_each(|seed| {
             let case = Case {
@@ -268,21 +211,8 @@ fn beta_zero_ignores_nan_in_c() {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
             let mut c = vec![f32::NAN; m * n];
-            sgemm(
-                level,
-                m,
-                n,
-                k,
-                MatRef::normal(&a, k),
-                MatRef::normal(&b, n),
-                0.0,
-                &mut c,
-                n,
-            );
-            assert!(
-                c.iter().all(|v| v.is_finite()),
-                "{level:?} {m}x{n}x{k}: NaN leaked from C"
-            );
+            sgemm(level, m, n, k, MatRef::normal(&a, k), MatRef::normal(&b, n), 0.0, &mut c, n);
+            assert!(c.iter().all(|v| v.is_finite()), "{level:?} {m}x{n}x{k}: NaN leaked from C");
         }
     }
 }
@@ -293,42 +223,16 @@ fn k_zero_scales_c() {
         let (m, n, ldc) = (3, 4, 6);
         let empty: [f32; 0] = [];
         let mut c = vec![2.0f32; m * ldc];
-        sgemm(
-            level,
-            m,
-            n,
-            0,
-            MatRef::normal(&empty, 0),
-            MatRef::normal(&empty, n),
-            0.5,
-            &mut c,
-            ldc,
-        );
+        sgemm(level, m, n, 0, MatRef::normal(&empty, 0), MatRef::normal(&empty, n), 0.5, &mut c, ldc);
         for row in c.chunks(ldc) {
             assert_eq!(&row[..n], &[1.0; 4], "{level:?}: beta * C expected");
             assert_eq!(&row[n..], &[2.0; 2], "{level:?}: padding touched");
         }
         let mut c = vec![f32::NAN; m * ldc];
-        sgemm(
-            level,
-            m,
-            n,
-            0,
-            MatRef::normal(&empty, 0),
-            MatRef::normal(&empty, n),
-            0.0,
-            &mut c,
-            ldc,
-        );
+        sgemm(level, m, n, 0, MatRef::normal(&empty, 0), MatRef::normal(&empty, n), 0.0, &mut c, ldc);
         for row in c.chunks(ldc) {
-            assert!(
-                row[..n].iter().all(|&v| v == 0.0),
-                "{level:?}: beta == 0 with k == 0 must zero C"
-            );
-            assert!(
-                row[n..].iter().all(|v| v.is_nan()),
-                "{level:?}: padding touched"
-            );
+            assert!(row[..n].iter().all(|&v| v == 0.0), "{level:?}: beta == 0 with k == 0 must zero C");
+            assert!(row[n..].iter().all(|v| v.is_nan()), "{level:?}: padding touched");
         }
     }
 }
@@ -338,28 +242,8 @@ fn empty_output_is_a_no_op() {
     for level in SimdLevel::supported() {
         let a = values(12, 3);
         let mut c: Vec<f32> = Vec::new();
-        sgemm(
-            level,
-            0,
-            4,
-            3,
-            MatRef::normal(&a, 3),
-            MatRef::normal(&a, 4),
-            0.0,
-            &mut c,
-            4,
-        );
-        sgemm(
-            level,
-            4,
-            0,
-            3,
-            MatRef::normal(&a, 3),
-            MatRef::normal(&a, 0),
-            0.0,
-            &mut c,
-            0,
-        );
+        sgemm(level, 0, 4, 3, MatRef::normal(&a, 3), MatRef::normal(&a, 4), 0.0, &mut c, 4);
+        sgemm(level, 4, 0, 3, MatRef::normal(&a, 3), MatRef::normal(&a, 0), 0.0, &mut c, 0);
     }
 }
 

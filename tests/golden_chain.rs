@@ -54,16 +54,12 @@ const INPUTS: [(&str, &[usize], f64, f64, f64); 15] = [
 const TARGETS_SHAPE: [usize; 2] = [2, 14];
 
 fn formula(n: usize, offset: f64, scale: f64, phase: f64) -> Vec<f32> {
-    (0..n)
-        .map(|i| (offset + scale * (0.37 * i as f64 + phase).sin()) as f32)
-        .collect()
+    (0..n).map(|i| (offset + scale * (0.37 * i as f64 + phase).sin()) as f32).collect()
 }
 
 fn targets() -> Vec<f32> {
     let n: usize = TARGETS_SHAPE.iter().product();
-    (0..n)
-        .map(|i| if (7 * i + 3) % 5 < 2 { 1.0 } else { 0.0 })
-        .collect()
+    (0..n).map(|i| if (7 * i + 3) % 5 < 2 { 1.0 } else { 0.0 }).collect()
 }
 
 /// Left-to-right f64 sum of the values, as bits in 16 hex digits (the script's checksum).
@@ -76,10 +72,8 @@ fn checksum(values: &[f32]) -> String {
 }
 
 fn load_fixture() -> Value {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_chain.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_chain.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
@@ -92,22 +86,13 @@ fn expected(fixture: &Value, name: &str) -> (Vec<usize>, Vec<f64>) {
         .iter()
         .map(|d| d.as_u64().unwrap() as usize)
         .collect();
-    let values = t["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let values = t["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     (shape, values)
 }
 
 /// max|a - b| / max(max|scale_ref|, 1e-30).
 fn relative_error(actual: &[f32], expected: &[f64], scale_ref: &[f64]) -> f64 {
-    let diff = actual
-        .iter()
-        .zip(expected)
-        .map(|(&a, &b)| (a as f64 - b).abs())
-        .fold(0.0, f64::max);
+    let diff = actual.iter().zip(expected).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
     let scale = scale_ref.iter().map(|b| b.abs()).fold(0.0, f64::max);
     diff / scale.max(1e-30)
 }
@@ -143,11 +128,7 @@ impl Params {
             made.insert(name, Tensor::from_vec(values, shape.to_vec()).unwrap());
         }
         let t = targets();
-        assert_eq!(
-            fixture["input_checksums"]["targets"].as_str(),
-            Some(checksum(&t).as_str()),
-            "targets differ"
-        );
+        assert_eq!(fixture["input_checksums"]["targets"].as_str(), Some(checksum(&t).as_str()), "targets differ");
         let leaf = |name: &str| made[name].clone().with_grad().unwrap();
         let state = |bn: &str| BatchNormState {
             running_mean: made[format!("{bn}.running_mean").as_str()].clone(),
@@ -227,20 +208,13 @@ fn chain_matches_pytorch() {
     );
 
     let mut failures = Vec::new();
-    println!(
-        "{:<20} {:>14}  (relative error, tolerance {TOLERANCE:e})",
-        "tensor", "error"
-    );
+    println!("{:<20} {:>14}  (relative error, tolerance {TOLERANCE:e})", "tensor", "error");
     for (name, tensor) in &actual {
         let (shape, want) = expected(&fixture, name);
         assert_eq!(tensor.dims(), shape.as_slice(), "{name}: shape");
         let got = tensor.to_vec().unwrap();
         // See the module documentation: grad.conv2.bias is zero up to rounding on both sides.
-        let scale_ref = if *name == "grad.conv2.bias" {
-            expected(&fixture, "grad.bn2.bias").1
-        } else {
-            want.clone()
-        };
+        let scale_ref = if *name == "grad.conv2.bias" { expected(&fixture, "grad.bn2.bias").1 } else { want.clone() };
         let err = relative_error(&got, &want, &scale_ref);
         let verdict = if err <= TOLERANCE { "ok" } else { "FAIL" };
         println!("{name:<20} {err:>14.3e}  {verdict}");
@@ -248,9 +222,5 @@ fn chain_matches_pytorch() {
             failures.push(format!("{name}: relative error {err:.3e} > {TOLERANCE:e}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "cxr differs from PyTorch:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "cxr differs from PyTorch:\n{}", failures.join("\n"));
 }

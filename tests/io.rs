@@ -167,15 +167,12 @@ fn hostile_and_corrupt_files_give_clear_errors() {
     );
     assert!(open_err(&overlap).contains("offsets"));
 
-    let out_of_range = raw(
-        &dir,
-        "range.safetensors",
-        br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
-        &[0; 8],
-    );
+    let out_of_range =
+        raw(&dir, "range.safetensors", br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, &[0; 8]);
     open_err(&out_of_range);
 
-    let wrong_size = raw(&dir, "size.safetensors", br#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8]);
+    let wrong_size =
+        raw(&dir, "size.safetensors", br#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8]);
     assert!(open_err(&wrong_size).contains("shape and dtype"));
 
     let unknown = raw(&dir, "dtype.safetensors", br#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#, &[0; 8]);
@@ -220,7 +217,10 @@ fn failed_save_keeps_the_previous_checkpoint() {
     let before = std::fs::read(&path).unwrap();
     // Saving into a folder that does not exist fails without touching anything else.
     let bad = dir.join("no-such-dir").join("best.safetensors");
-    assert!(matches!(save_checkpoint(&bad, m.as_ref(), &meta(Architecture::Mlp, 14), DType::F32), Err(Error::Io { .. })));
+    assert!(matches!(
+        save_checkpoint(&bad, m.as_ref(), &meta(Architecture::Mlp, 14), DType::F32),
+        Err(Error::Io { .. })
+    ));
     assert_eq!(std::fs::read(&path).unwrap(), before);
     let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).collect();
     assert_eq!(leftovers.len(), 1, "no temporary files left behind");

@@ -14,11 +14,7 @@ use proptest::prelude::*;
 const CASES: u32 = 48;
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: CASES,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 /// Rank 1..=4 shapes with odd sizes and ones.
@@ -39,25 +35,12 @@ fn backward_grad(y: &Tensor, dy: &[f32], x: &Tensor) -> Vec<f32> {
 
 fn bn_state(mean: Vec<f32>, var: Vec<f32>) -> BatchNormState {
     let c = mean.len();
-    BatchNormState {
-        running_mean: tensor(mean, &[c]),
-        running_var: tensor(var, &[c]),
-        momentum: 0.1,
-        eps: 1e-5,
-    }
+    BatchNormState { running_mean: tensor(mean, &[c]), running_var: tensor(var, &[c]), momentum: 0.1, eps: 1e-5 }
 }
 
 /// Pool geometries (kernel, stride, padding), including ResNet's stem pool 3x3/2 pad 1.
-const POOLS: [(usize, usize, usize); 8] = [
-    (3, 2, 1),
-    (2, 2, 0),
-    (3, 1, 1),
-    (3, 3, 0),
-    (2, 1, 1),
-    (3, 2, 0),
-    (1, 1, 0),
-    (4, 3, 2),
-];
+const POOLS: [(usize, usize, usize); 8] =
+    [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 3, 0), (2, 1, 1), (3, 2, 0), (1, 1, 0), (4, 3, 2)];
 
 proptest! {
     #![proptest_config(config())]
@@ -461,49 +444,17 @@ fn elementwise_large_tensors_match_reference() {
     let n = 70_001;
     let (av, bv) = (rand_vec(n, 11, -5.0, 5.0), rand_vec(n, 12, -5.0, 5.0));
     let (a, b) = (tensor(av.clone(), &[n]), tensor(bv.clone(), &[n]));
-    assert_close(
-        "add large",
-        &host(&ops::add(&a, &b).unwrap()),
-        &add_ref(&av, &bv),
-        1.2e-7,
-        1e-30,
-    );
-    assert_close(
-        "mul large",
-        &host(&ops::mul(&a, &b).unwrap()),
-        &mul_ref(&av, &bv),
-        1.2e-7,
-        1e-30,
-    );
-    assert_close(
-        "relu large",
-        &host(&ops::relu(&a).unwrap()),
-        &relu_ref(&av),
-        0.0,
-        0.0,
-    );
-    assert_close(
-        "sigmoid large",
-        &host(&ops::sigmoid(&a).unwrap()),
-        &sigmoid_ref(&av),
-        2e-6,
-        1e-12,
-    );
+    assert_close("add large", &host(&ops::add(&a, &b).unwrap()), &add_ref(&av, &bv), 1.2e-7, 1e-30);
+    assert_close("mul large", &host(&ops::mul(&a, &b).unwrap()), &mul_ref(&av, &bv), 1.2e-7, 1e-30);
+    assert_close("relu large", &host(&ops::relu(&a).unwrap()), &relu_ref(&av), 0.0, 0.0);
+    assert_close("sigmoid large", &host(&ops::sigmoid(&a).unwrap()), &sigmoid_ref(&av), 2e-6, 1e-12);
 }
 
 /// ReLU propagates NaN (PyTorch >= 0.4.1: a NaN must not be silently turned into 0, which would
 /// hide a diverging network) and passes the gradient through it; +-inf map to inf / 0. Exact.
 #[test]
 fn relu_propagates_nan() {
-    let xv = vec![
-        f32::NAN,
-        -1.0,
-        0.0,
-        -0.0,
-        2.0,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-    ];
+    let xv = vec![f32::NAN, -1.0, 0.0, -0.0, 2.0, f32::INFINITY, f32::NEG_INFINITY];
     let x = leaf(xv.clone(), &[7]);
     let y = ops::relu(&x).unwrap();
     let yv = host(&y);
@@ -516,19 +467,13 @@ fn relu_propagates_nan() {
 /// Sigmoid saturates without overflow: exactly 1 at +100 and a tiny non-negative value at -100.
 #[test]
 fn sigmoid_saturates_at_large_logits() {
-    let x = tensor(
-        vec![-1000.0, -100.0, 100.0, 1000.0, f32::MAX, f32::MIN],
-        &[6],
-    );
+    let x = tensor(vec![-1000.0, -100.0, 100.0, 1000.0, f32::MAX, f32::MIN], &[6]);
     let y = host(&ops::sigmoid(&x).unwrap());
     assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
     assert_eq!(y[2], 1.0);
     assert_eq!(y[3], 1.0);
     assert_eq!(y[4], 1.0);
-    assert!(
-        y[0] >= 0.0 && y[0] < 1e-30 && y[1] >= 0.0 && y[1] < 1e-30 && y[5] == 0.0,
-        "{y:?}"
-    );
+    assert!(y[0] >= 0.0 && y[0] < 1e-30 && y[1] >= 0.0 && y[1] < 1e-30 && y[5] == 0.0, "{y:?}");
 }
 
 /// Batch norm where eps dominates: per-channel variance ~1e-7 << eps = 1e-5, so an eps placed
@@ -536,10 +481,7 @@ fn sigmoid_saturates_at_large_logits() {
 #[test]
 fn batch_norm_uses_eps_inside_the_sqrt() {
     let (n, c, plane) = (4, 3, 5);
-    let xv: Vec<f32> = rand_vec(n * c * plane, 21, -1.0, 1.0)
-        .iter()
-        .map(|v| 0.5 + v * 5e-4)
-        .collect();
+    let xv: Vec<f32> = rand_vec(n * c * plane, 21, -1.0, 1.0).iter().map(|v| 0.5 + v * 5e-4).collect();
     let (gv, bv) = (vec![1.0, 2.0, 0.5], vec![0.0, 0.1, -0.1]);
     let state = bn_state(vec![0.0; c], vec![1.0; c]);
     let y = ops::batch_norm(
@@ -550,23 +492,10 @@ fn batch_norm_uses_eps_inside_the_sqrt() {
         true,
     )
     .unwrap();
-    let (want, rm, rv) =
-        batch_norm_train_ref(&xv, n, c, plane, &gv, &bv, &[0.0; 3], &[1.0; 3], 0.1, 1e-5);
+    let (want, rm, rv) = batch_norm_train_ref(&xv, n, c, plane, &gv, &bv, &[0.0; 3], &[1.0; 3], 0.1, 1e-5);
     assert_close("bn small-variance forward", &host(&y), &want, 1e-4, 1e-4);
-    assert_close(
-        "bn small-variance running_mean",
-        &host(&state.running_mean),
-        &rm,
-        1e-5,
-        1e-6,
-    );
-    assert_close(
-        "bn small-variance running_var",
-        &host(&state.running_var),
-        &rv,
-        1e-5,
-        1e-6,
-    );
+    assert_close("bn small-variance running_mean", &host(&state.running_mean), &rm, 1e-5, 1e-6);
+    assert_close("bn small-variance running_var", &host(&state.running_var), &rv, 1e-5, 1e-6);
 }
 
 /// Two training steps in a row update the running statistics cumulatively (PyTorch's
@@ -580,22 +509,9 @@ fn batch_norm_running_stats_accumulate_over_steps() {
     for step in 0..3u64 {
         let xv = rand_vec(n * c, 100 + step, -2.0, 2.0);
         ops::batch_norm(&tensor(xv.clone(), &[n, c]), &g, &b, &state, true).unwrap();
-        let (_, rm2, rv2) =
-            batch_norm_train_ref(&xv, n, c, 1, &[1.0; 2], &[0.0; 2], &rm, &rv, 0.1, 1e-5);
-        assert_close(
-            "running_mean after step",
-            &host(&state.running_mean),
-            &rm2,
-            1e-5,
-            1e-6,
-        );
-        assert_close(
-            "running_var after step",
-            &host(&state.running_var),
-            &rv2,
-            1e-5,
-            1e-6,
-        );
+        let (_, rm2, rv2) = batch_norm_train_ref(&xv, n, c, 1, &[1.0; 2], &[0.0; 2], &rm, &rv, 0.1, 1e-5);
+        assert_close("running_mean after step", &host(&state.running_mean), &rm2, 1e-5, 1e-6);
+        assert_close("running_var after step", &host(&state.running_var), &rv2, 1e-5, 1e-6);
         rm = rm2.iter().map(|&v| v as f32).collect();
         rv = rv2.iter().map(|&v| v as f32).collect();
     }
@@ -644,11 +560,7 @@ fn bce_with_logits_extreme_logits_are_exact() {
     let xv = vec![100.0, -100.0, 100.0, -100.0, 100.0, -100.0f32];
     let tv = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0f32];
     let pwv = vec![3.0, 0.5f32];
-    let (x, t, pw) = (
-        leaf(xv.clone(), &[3, 2]),
-        tensor(tv.clone(), &[3, 2]),
-        tensor(pwv.clone(), &[2]),
-    );
+    let (x, t, pw) = (leaf(xv.clone(), &[3, 2]), tensor(tv.clone(), &[3, 2]), tensor(pwv.clone(), &[2]));
     for weighted in [false, true] {
         x.zero_grad();
         let pw_ref = weighted.then_some(&pwv[..]);
@@ -663,13 +575,7 @@ fn bce_with_logits_extreme_logits_are_exact() {
         loss.backward().unwrap();
         let g = grad_of(&x);
         assert!(g.iter().all(|v| v.is_finite()));
-        assert_close(
-            "bce extreme grad",
-            &g,
-            &bce_backward_ref(&xv, &tv, pw_ref, 2),
-            1e-6,
-            1e-12,
-        );
+        assert_close("bce extreme grad", &g, &bce_backward_ref(&xv, &tv, pw_ref, 2), 1e-6, 1e-12);
     }
 }
 
@@ -685,98 +591,42 @@ fn dropout_statistics_and_determinism() {
         let y = host(&ops::dropout(&x, p, true, 1234).unwrap());
         let zeros = y.iter().filter(|&&v| v == 0.0).count();
         let frac = zeros as f64 / n as f64;
-        assert!(
-            (frac - p as f64).abs() < 0.01,
-            "p {p}: zeroed fraction {frac}"
-        );
+        assert!((frac - p as f64).abs() < 0.01, "p {p}: zeroed fraction {frac}");
         let keep = 1.0f32 / (1.0 - p);
-        assert!(
-            y.iter().all(|&v| v == 0.0 || v == keep),
-            "p {p}: kept values must be exactly 1/(1-p)"
-        );
+        assert!(y.iter().all(|&v| v == 0.0 || v == keep), "p {p}: kept values must be exactly 1/(1-p)");
         let again = host(&ops::dropout(&x, p, true, 1234).unwrap());
         assert_eq!(y, again, "same seed, same mask");
         let other = host(&ops::dropout(&x, p, true, 1235).unwrap());
         let differ = y.iter().zip(&other).filter(|(a, b)| a != b).count();
         // Two independent masks differ in 2p(1-p) of the elements.
         let expect = 2.0 * p as f64 * (1.0 - p as f64);
-        assert!(
-            (differ as f64 / n as f64 - expect).abs() < 0.01,
-            "p {p}: different seeds differ in {differ}"
-        );
-        let short =
-            host(&ops::dropout(&tensor(vec![1.0; 40_000], &[40_000]), p, true, 1234).unwrap());
-        assert_eq!(
-            &y[..40_000],
-            &short[..],
-            "mask element i depends only on (seed, i)"
-        );
+        assert!((differ as f64 / n as f64 - expect).abs() < 0.01, "p {p}: different seeds differ in {differ}");
+        let short = host(&ops::dropout(&tensor(vec![1.0; 40_000], &[40_000]), p, true, 1234).unwrap());
+        assert_eq!(&y[..40_000], &short[..], "mask element i depends only on (seed, i)");
     }
     // Eval mode and p = 0 are the identity.
-    assert_eq!(
-        host(&ops::dropout(&x, 0.5, false, 1).unwrap()),
-        vec![1.0; n]
-    );
+    assert_eq!(host(&ops::dropout(&x, 0.5, false, 1).unwrap()), vec![1.0; n]);
     assert_eq!(host(&ops::dropout(&x, 0.0, true, 1).unwrap()), vec![1.0; n]);
     // p outside [0, 1) is rejected.
-    assert!(matches!(
-        ops::dropout(&x, 1.0, true, 1),
-        Err(Error::InvalidArgument { .. })
-    ));
-    assert!(matches!(
-        ops::dropout(&x, -0.1, true, 1),
-        Err(Error::InvalidArgument { .. })
-    ));
+    assert!(matches!(ops::dropout(&x, 1.0, true, 1), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(ops::dropout(&x, -0.1, true, 1), Err(Error::InvalidArgument { .. })));
 }
 
 /// Global average pool and batch norm over large planes keep f64-level accuracy where the kernels
 /// accumulate in f64, and stay within rtol 1e-5 where they accumulate in f32.
 #[test]
 fn large_plane_reductions() {
-    let s = Nchw {
-        n: 2,
-        c: 3,
-        h: 64,
-        w: 65,
-    };
+    let s = Nchw { n: 2, c: 3, h: 64, w: 65 };
     let xv = rand_vec(s.len(), 5, 0.0, 1.0);
     let y = ops::global_avg_pool(&tensor(xv.clone(), &s.dims())).unwrap();
-    assert_close(
-        "global_avg_pool large plane",
-        &host(&y),
-        &global_avg_pool_ref(&xv, s),
-        1e-5,
-        1e-6,
-    );
+    assert_close("global_avg_pool large plane", &host(&y), &global_avg_pool_ref(&xv, s), 1e-5, 1e-6);
     let state = bn_state(vec![0.0; 3], vec![1.0; 3]);
     let ones = tensor(vec![1.0; 3], &[3]);
     let zeros = tensor(vec![0.0; 3], &[3]);
     let out = ops::batch_norm(&tensor(xv.clone(), &s.dims()), &ones, &zeros, &state, true).unwrap();
-    let (want, rm, rv) = batch_norm_train_ref(
-        &xv,
-        2,
-        3,
-        64 * 65,
-        &[1.0; 3],
-        &[0.0; 3],
-        &[0.0; 3],
-        &[1.0; 3],
-        0.1,
-        1e-5,
-    );
+    let (want, rm, rv) =
+        batch_norm_train_ref(&xv, 2, 3, 64 * 65, &[1.0; 3], &[0.0; 3], &[0.0; 3], &[1.0; 3], 0.1, 1e-5);
     assert_close("batch_norm large plane", &host(&out), &want, 1e-4, 1e-4);
-    assert_close(
-        "running_mean large plane",
-        &host(&state.running_mean),
-        &rm,
-        1e-5,
-        1e-6,
-    );
-    assert_close(
-        "running_var large plane",
-        &host(&state.running_var),
-        &rv,
-        1e-5,
-        1e-6,
-    );
+    assert_close("running_mean large plane", &host(&state.running_mean), &rm, 1e-5, 1e-6);
+    assert_close("running_var large plane", &host(&state.running_var), &rv, 1e-5, 1e-6);
 }

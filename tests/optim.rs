@@ -44,7 +44,10 @@ fn run(name: &str, config: OptimizerConfig) {
 #[test]
 fn sgd_matches_torch() {
     let base = OptimizerConfig::new(OptimizerKind::Sgd, 0.1);
-    run("sgd_momentum_nesterov_wd", OptimizerConfig { momentum: 0.9, nesterov: true, weight_decay: 0.01, ..base.clone() });
+    run(
+        "sgd_momentum_nesterov_wd",
+        OptimizerConfig { momentum: 0.9, nesterov: true, weight_decay: 0.01, ..base.clone() },
+    );
     run("sgd_momentum_dampening", OptimizerConfig { lr: 0.05, momentum: 0.8, dampening: 0.3, ..base.clone() });
     run("sgd_plain", OptimizerConfig { lr: 0.2, momentum: 0.0, ..base });
 }
@@ -92,8 +95,9 @@ fn frozen_parameters_are_not_optimised() {
 fn clipping_scales_to_the_max_norm() {
     let p = param();
     set_grad(&p, 0);
-    let before: f64 = p.tensor.grad().unwrap().to_vec().unwrap().iter().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
-    let norm = clip_grad_norm(&[p.clone()], 0.5).unwrap();
+    let before: f64 =
+        p.tensor.grad().unwrap().to_vec().unwrap().iter().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
+    let norm = clip_grad_norm(std::slice::from_ref(&p), 0.5).unwrap();
     assert!((norm as f64 - before).abs() < 1e-5);
     let after: f64 = p.tensor.grad().unwrap().to_vec().unwrap().iter().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
     assert!((after - 0.5).abs() < 1e-4, "clipped norm {after}");

@@ -46,7 +46,12 @@ fn small_config() -> TrainConfig {
     }
 }
 
-fn run(config: &TrainConfig, dir: &Path, resume: bool, stop_after: Option<u64>) -> (cxr::train::TrainSummary, Vec<f32>) {
+fn run(
+    config: &TrainConfig,
+    dir: &Path,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> (cxr::train::TrainSummary, Vec<f32>) {
     let flag = Arc::new(AtomicBool::new(false));
     let mut script = Script { stop_after, flag: flag.clone(), losses: Vec::new() };
     let summary = train(config, dir, resume, &mut script, flag).unwrap();
@@ -67,7 +72,8 @@ fn run_folder_has_log_curves_and_checkpoints() {
     assert_eq!(summary.steps, 16);
     assert_eq!(losses.len(), 16);
     assert!(losses.iter().all(|l| l.is_finite()));
-    for f in ["config.toml", "log.csv", "curves.png", "best.safetensors", "last.safetensors", "last.state.safetensors"] {
+    for f in ["config.toml", "log.csv", "curves.png", "best.safetensors", "last.safetensors", "last.state.safetensors"]
+    {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     let log = std::fs::read_to_string(dir.join("log.csv")).unwrap();

@@ -28,9 +28,9 @@ impl Device {
     pub fn backend(self) -> Result<&'static dyn Backend> {
         match self {
             Device::Cpu => Ok(cpu::CpuBackend::global()),
-            Device::Cuda(n) => Err(Error::Device(format!(
-                "cuda:{n} requested, but this build of cxr has no CUDA backend yet"
-            ))),
+            Device::Cuda(n) => {
+                Err(Error::Device(format!("cuda:{n} requested, but this build of cxr has no CUDA backend yet")))
+            }
         }
     }
 }
@@ -111,7 +111,7 @@ impl MappedF32 {
     /// bounds, not 4-byte aligned, or the machine is big-endian (then the caller copies).
     pub fn new(map: std::sync::Arc<memmap2::Mmap>, offset: usize, len: usize) -> Option<MappedF32> {
         let end = offset.checked_add(len.checked_mul(4)?)?;
-        let aligned = (map.as_ptr() as usize + offset) % std::mem::align_of::<f32>() == 0;
+        let aligned = (map.as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<f32>());
         (end <= map.len() && aligned && cfg!(target_endian = "little")).then_some(MappedF32 { map, offset, len })
     }
     /// Number of f32 values.
@@ -259,8 +259,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         n: usize,
     ) -> Result<Storage>;
     /// x[rows x cols] + bias[cols] broadcast over rows, in place.
-    fn add_row_bias_assign(&self, x: &mut Storage, bias: &Storage, rows: usize, cols: usize)
-        -> Result<()>;
+    fn add_row_bias_assign(&self, x: &mut Storage, bias: &Storage, rows: usize, cols: usize) -> Result<()>;
     /// Column sums of x[rows x cols] -> [cols].
     fn sum_rows(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage>;
     /// Transpose of x[rows x cols] -> [cols x rows].
@@ -268,22 +267,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     // ---- convolution (ops/conv.rs) -------------------------------------------------------------
     /// y = conv2d(x, w) + bias.
-    fn conv2d_forward(
-        &self,
-        g: &Conv2dGeometry,
-        x: &Storage,
-        w: &Storage,
-        bias: Option<&Storage>,
-    ) -> Result<Storage>;
+    fn conv2d_forward(&self, g: &Conv2dGeometry, x: &Storage, w: &Storage, bias: Option<&Storage>) -> Result<Storage>;
     /// Gradient of conv2d w.r.t. its input.
-    fn conv2d_backward_input(&self, g: &Conv2dGeometry, dy: &Storage, w: &Storage)
-        -> Result<Storage>;
+    fn conv2d_backward_input(&self, g: &Conv2dGeometry, dy: &Storage, w: &Storage) -> Result<Storage>;
     /// Gradient of conv2d w.r.t. its weight.
-    fn conv2d_backward_weight(&self, g: &Conv2dGeometry, x: &Storage, dy: &Storage)
-        -> Result<Storage>;
+    fn conv2d_backward_weight(&self, g: &Conv2dGeometry, x: &Storage, dy: &Storage) -> Result<Storage>;
     /// Per-channel sums of x[N, C, plane] -> [C] (conv bias gradient).
-    fn channel_sum(&self, x: &Storage, batch: usize, channels: usize, plane: usize)
-        -> Result<Storage>;
+    fn channel_sum(&self, x: &Storage, batch: usize, channels: usize, plane: usize) -> Result<Storage>;
 
     // ---- batch norm (ops/norm.rs) --------------------------------------------------------------
     /// Training mode: normalises with batch statistics and updates the running statistics in place
@@ -330,8 +320,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Max pool; padding counts as -inf.
     fn max_pool2d_forward(&self, g: &Pool2dGeometry, x: &Storage) -> Result<Storage>;
     /// Routes dy to the first maximum of each window (recomputed from x).
-    fn max_pool2d_backward(&self, g: &Pool2dGeometry, x: &Storage, dy: &Storage)
-        -> Result<Storage>;
+    fn max_pool2d_backward(&self, g: &Pool2dGeometry, x: &Storage, dy: &Storage) -> Result<Storage>;
     /// Average pool; padding counts as zeros in the divisor (PyTorch's count_include_pad=True).
     fn avg_pool2d_forward(&self, g: &Pool2dGeometry, x: &Storage) -> Result<Storage>;
     /// Backward of the average pool.
@@ -339,21 +328,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// [N, C, plane] -> [N, C] mean over the plane.
     fn global_avg_pool_forward(&self, x: &Storage, rows: usize, plane: usize) -> Result<Storage>;
     /// [N, C] -> [N, C, plane], each value spread as dy / plane.
-    fn global_avg_pool_backward(&self, dy: &Storage, rows: usize, plane: usize)
-        -> Result<Storage>;
+    fn global_avg_pool_backward(&self, dy: &Storage, rows: usize, plane: usize) -> Result<Storage>;
 
     // ---- concatenation (ops/concat.rs) ---------------------------------------------------------
     /// Concatenates [N, C_i, plane] tensors along channels.
-    fn concat_channels(&self, parts: &[(&Storage, usize)], batch: usize, plane: usize)
-        -> Result<Storage>;
+    fn concat_channels(&self, parts: &[(&Storage, usize)], batch: usize, plane: usize) -> Result<Storage>;
     /// Splits [N, sum C_i, plane] into its channel blocks (backward of concat).
-    fn split_channels(
-        &self,
-        x: &Storage,
-        channels: &[usize],
-        batch: usize,
-        plane: usize,
-    ) -> Result<Vec<Storage>>;
+    fn split_channels(&self, x: &Storage, channels: &[usize], batch: usize, plane: usize) -> Result<Vec<Storage>>;
 
     // ---- optimizer updates (train/optim.rs) -----------------------------------------------------
     /// Sum of squares of every element, in f64 (gradient-norm clipping).
@@ -362,8 +343,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// first step and is filled by it).
     fn sgd_step(&self, param: &mut Storage, grad: &Storage, momentum_buf: &mut Storage, h: &SgdStep) -> Result<()>;
     /// One Adam/AdamW step in place, as torch.optim.Adam/AdamW define it (`m`, `v` start at 0).
-    fn adam_step(&self, param: &mut Storage, grad: &Storage, m: &mut Storage, v: &mut Storage, h: &AdamStep)
-        -> Result<()>;
+    fn adam_step(
+        &self,
+        param: &mut Storage,
+        grad: &Storage,
+        m: &mut Storage,
+        v: &mut Storage,
+        h: &AdamStep,
+    ) -> Result<()>;
 
     // ---- loss (ops/loss.rs) --------------------------------------------------------------------
     /// Mean BCE-with-logits over [rows x classes], weighted per class as `w` says.

@@ -70,26 +70,17 @@ impl CsvSource {
     pub fn open(csv_path: &Path, options: &CsvOptions) -> Result<CsvSource> {
         let name = csv_path.display().to_string();
         let mut rdr = csv::ReaderBuilder::new().from_reader(open_maybe_gz(csv_path)?);
-        let headers = rdr
-            .headers()
-            .map_err(|e| Error::data(&name, format!("cannot read the header: {e}")))?
-            .clone();
+        let headers = rdr.headers().map_err(|e| Error::data(&name, format!("cannot read the header: {e}")))?.clone();
         let find = |col: &str| headers.iter().position(|h| h.trim() == col);
         let missing_col = |col: &str| {
             Error::data(
                 &name,
-                format!(
-                    "missing column {col:?} (columns: {})",
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                ),
+                format!("missing column {col:?} (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")),
             )
         };
-        let c_image =
-            find(&options.image_column).ok_or_else(|| missing_col(&options.image_column))?;
-        let c_labels: Vec<usize> = FINDINGS
-            .iter()
-            .map(|f| find(f).ok_or_else(|| missing_col(f)))
-            .collect::<Result<_>>()?;
+        let c_image = find(&options.image_column).ok_or_else(|| missing_col(&options.image_column))?;
+        let c_labels: Vec<usize> =
+            FINDINGS.iter().map(|f| find(f).ok_or_else(|| missing_col(f))).collect::<Result<_>>()?;
         let c_patient = match &options.patient_column {
             Some(c) => Some(find(c).ok_or_else(|| missing_col(c))?),
             None => None,
@@ -98,12 +89,10 @@ impl CsvSource {
         if options.view.is_some() && c_view.is_none() {
             return Err(missing_col(&options.view_column));
         }
-        let base = options.images_dir.clone().unwrap_or_else(|| {
-            csv_path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."))
-        });
+        let base = options
+            .images_dir
+            .clone()
+            .unwrap_or_else(|| csv_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")));
         let nested = base.join("images");
         let mut records = Vec::new();
         let mut missing = Vec::new();
@@ -117,18 +106,12 @@ impl CsvSource {
             let loc = || format!("{name}:{line}");
             let image = rec[c_image].trim().to_string();
             if image.is_empty() {
-                return Err(Error::data(
-                    loc(),
-                    format!("empty {:?} value", options.image_column),
-                ));
+                return Err(Error::data(loc(), format!("empty {:?} value", options.image_column)));
             }
             let mut labels = [0f32; 14];
             for (k, &c) in c_labels.iter().enumerate() {
                 labels[k] = parse_label(&rec[c]).ok_or_else(|| {
-                    Error::data(
-                        loc(),
-                        format!("{image}: {} is {:?}, expected 0 or 1", FINDINGS[k], &rec[c]),
-                    )
+                    Error::data(loc(), format!("{image}: {} is {:?}, expected 0 or 1", FINDINGS[k], &rec[c]))
                 })?;
             }
             let patient = match c_patient {
@@ -157,30 +140,13 @@ impl CsvSource {
                 missing.push(image);
                 continue;
             };
-            let id = Path::new(&image)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or(image);
-            records.push(FileRecord {
-                id,
-                path,
-                labels,
-                patient,
-                view,
-            });
+            let id = Path::new(&image).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(image);
+            records.push(FileRecord { id, path, labels, patient, view });
         }
         if !missing.is_empty() && !options.skip_missing {
-            return Err(Error::data(
-                &name,
-                missing_summary(&missing, &base.display().to_string()),
-            ));
+            return Err(Error::data(&name, missing_summary(&missing, &base.display().to_string())));
         }
         let data = FileDataset::new(format!("csv:{}", file_identity(csv_path)), records);
-        Ok(CsvSource {
-            csv: csv_path.to_path_buf(),
-            data,
-            missing,
-            filtered_by_view: filtered,
-        })
+        Ok(CsvSource { csv: csv_path.to_path_buf(), data, missing, filtered_by_view: filtered })
     }
 }

@@ -84,19 +84,12 @@ pub fn medmnist(name: &str, options: &DownloadOptions) -> Result<PathBuf> {
                 op: "download",
                 detail: format!(
                     "unknown MedMNIST file {name:?}; known: {}",
-                    MEDMNIST_FILES
-                        .iter()
-                        .map(|f| f.0)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    MEDMNIST_FILES.iter().map(|f| f.0).collect::<Vec<_>>().join(", ")
                 ),
             })
         }
     };
-    let dir = options
-        .dir
-        .clone()
-        .unwrap_or_else(|| cache_dir().join("medmnist"));
+    let dir = options.dir.clone().unwrap_or_else(|| cache_dir().join("medmnist"));
     let target = dir.join(format!("{name}.npz"));
     if target.is_file() {
         return Ok(target);
@@ -104,11 +97,7 @@ pub fn medmnist(name: &str, options: &DownloadOptions) -> Result<PathBuf> {
     let base = options
         .base_url
         .clone()
-        .or_else(|| {
-            std::env::var("CXR_MEDMNIST_URL")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
+        .or_else(|| std::env::var("CXR_MEDMNIST_URL").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| ZENODO_BASE.to_string());
     let url = format!("{}/{name}.npz?download=1", base.trim_end_matches('/'));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -130,19 +119,14 @@ fn fetch(url: &str, tmp: &Path, target: &Path, expected: &str) -> Result<()> {
             target.display()
         )
     };
-    let agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(std::time::Duration::from_secs(20)))
-        .build()
-        .new_agent();
-    let response = agent.get(url).call().map_err(|e| {
-        Error::data(
-            url,
-            format!("cannot download ({e}); offline? {}", by_hand()),
-        )
-    })?;
+    let agent =
+        ureq::Agent::config_builder().timeout_connect(Some(std::time::Duration::from_secs(20))).build().new_agent();
+    let response = agent
+        .get(url)
+        .call()
+        .map_err(|e| Error::data(url, format!("cannot download ({e}); offline? {}", by_hand())))?;
     let mut reader = response.into_body().into_reader();
-    let mut file =
-        std::io::BufWriter::new(std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?);
     let mut h = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -161,10 +145,7 @@ fn fetch(url: &str, tmp: &Path, target: &Path, expected: &str) -> Result<()> {
     if got != expected {
         return Err(Error::data(
             url,
-            format!(
-                "MD5 mismatch: got {got}, expected {expected}; the download was discarded ({})",
-                by_hand()
-            ),
+            format!("MD5 mismatch: got {got}, expected {expected}; the download was discarded ({})", by_hand()),
         ));
     }
     Ok(())

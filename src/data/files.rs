@@ -34,20 +34,10 @@ impl FileDataset {
     pub fn new(identity: impl Into<String>, records: Vec<FileRecord>) -> FileDataset {
         let labels = records.iter().flat_map(|r| r.labels).collect();
         let boxes = vec![Vec::new(); records.len()];
-        FileDataset {
-            identity: identity.into(),
-            records,
-            labels,
-            boxes,
-            box_size: (0, 0),
-        }
+        FileDataset { identity: identity.into(), records, labels, boxes, box_size: (0, 0) }
     }
     /// Attaches lesion boxes by image id (in `size` pixel coordinates). Returns how many matched.
-    pub fn set_boxes(
-        &mut self,
-        by_id: &HashMap<String, Vec<LesionBox>>,
-        size: (usize, usize),
-    ) -> usize {
+    pub fn set_boxes(&mut self, by_id: &HashMap<String, Vec<LesionBox>>, size: (usize, usize)) -> usize {
         let mut n = 0;
         for (i, r) in self.records.iter().enumerate() {
             if let Some(b) = by_id.get(&r.id) {
@@ -85,17 +75,9 @@ impl Dataset for FileDataset {
     fn image_id(&self, index: usize) -> &str {
         &self.records[index].id
     }
-    fn image(
-        &self,
-        index: usize,
-        preprocess: &Preprocess,
-        augment: Option<(&Augment, u64)>,
-    ) -> Result<Vec<f32>> {
+    fn image(&self, index: usize, preprocess: &Preprocess, augment: Option<(&Augment, u64)>) -> Result<Vec<f32>> {
         let r = self.records.get(index).ok_or_else(|| {
-            Error::data(
-                &self.identity,
-                format!("index {index} out of range ({})", self.records.len()),
-            )
+            Error::data(&self.identity, format!("index {index} out of range ({})", self.records.len()))
         })?;
         transform::check_preprocess(preprocess)?;
         let img = transform::load_image(&r.path)?;
@@ -118,11 +100,8 @@ pub fn index_images(root: &Path) -> Result<HashMap<String, PathBuf>> {
     let mut map = HashMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| Error::io(&dir, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .collect();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         entries.sort();
         for p in entries.into_iter().rev() {
             if p.is_dir() {
@@ -159,10 +138,6 @@ pub fn missing_summary(missing: &[String], what: &str) -> String {
         missing.len(),
         if missing.len() == 1 { " is" } else { "s are" },
         first.join(", "),
-        if missing.len() > first.len() {
-            ", ..."
-        } else {
-            ""
-        }
+        if missing.len() > first.len() { ", ..." } else { "" }
     )
 }

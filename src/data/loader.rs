@@ -107,9 +107,7 @@ pub struct ImageCache {
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl ImageCache {
@@ -124,8 +122,7 @@ impl ImageCache {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let about = dir.join("source.txt");
         if !about.exists() {
-            std::fs::write(&about, format!("{key}\nsize {size}\n"))
-                .map_err(|e| Error::io(&about, e))?;
+            std::fs::write(&about, format!("{key}\nsize {size}\n")).map_err(|e| Error::io(&about, e))?;
         }
         Ok(ImageCache { dir, size })
     }
@@ -136,16 +133,8 @@ impl ImageCache {
     }
 
     fn file(&self, id: &str) -> PathBuf {
-        let safe: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe: String =
+            id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
         self.dir.join(format!("{safe}.u8"))
     }
 
@@ -158,23 +147,11 @@ impl ImageCache {
                 return Ok(Grey::from_u8(s, s, &bytes));
             }
         }
-        let base = Preprocess {
-            channels: 1,
-            size: s,
-            normalization: Normalization::UnitRange,
-        };
+        let base = Preprocess { channels: 1, size: s, normalization: Normalization::UnitRange };
         let data = dataset.image(index, &base, None)?;
-        let bytes = Grey {
-            width: s,
-            height: s,
-            data,
-        }
-        .to_u8();
-        let tmp = path.with_extension(format!(
-            "tmp-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let bytes = Grey { width: s, height: s, data }.to_u8();
+        let tmp =
+            path.with_extension(format!("tmp-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
         let written = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -211,29 +188,17 @@ struct Shared {
 
 impl Shared {
     fn load(&self, index: usize, epoch: u64) -> Result<Vec<f32>> {
-        let aug = self
-            .options
-            .augment
-            .as_ref()
-            .map(|a| (a, sample_seed(self.options.seed, epoch, index)));
+        let aug = self.options.augment.as_ref().map(|a| (a, sample_seed(self.options.seed, epoch, index)));
         match &self.cache {
-            Some(cache) => transform::finish(
-                &cache.get(self.dataset.as_ref(), index)?,
-                &self.preprocess,
-                aug,
-            ),
+            Some(cache) => transform::finish(&cache.get(self.dataset.as_ref(), index)?, &self.preprocess, aug),
             None => self.dataset.image(index, &self.preprocess, aug),
         }
     }
 
     fn batch(&self, indices: &[usize], epoch: u64) -> Result<RawBatch> {
-        let results: Vec<Result<Vec<f32>>> =
-            indices.par_iter().map(|&i| self.load(i, epoch)).collect();
+        let results: Vec<Result<Vec<f32>>> = indices.par_iter().map(|&i| self.load(i, epoch)).collect();
         let per = self.preprocess.channels * self.preprocess.size * self.preprocess.size;
-        let label_width = indices
-            .first()
-            .map(|&i| self.dataset.labels(i).len())
-            .unwrap_or(0);
+        let label_width = indices.first().map(|&i| self.dataset.labels(i).len()).unwrap_or(0);
         let mut raw = RawBatch {
             images: Vec::with_capacity(per * indices.len()),
             labels: Vec::with_capacity(label_width * indices.len()),
@@ -262,32 +227,16 @@ impl Shared {
 
 impl Loader {
     /// A loader over `dataset` producing `preprocess`ed images.
-    pub fn new(
-        dataset: Arc<dyn Dataset>,
-        preprocess: Preprocess,
-        options: LoaderOptions,
-    ) -> Result<Loader> {
+    pub fn new(dataset: Arc<dyn Dataset>, preprocess: Preprocess, options: LoaderOptions) -> Result<Loader> {
         transform::check_preprocess(&preprocess)?;
         if options.batch_size == 0 {
-            return Err(Error::InvalidArgument {
-                op: "Loader::new",
-                detail: "batch_size must be positive".into(),
-            });
+            return Err(Error::InvalidArgument { op: "Loader::new", detail: "batch_size must be positive".into() });
         }
         let cache = match &options.cache_dir {
-            Some(root) => Some(Arc::new(ImageCache::new(
-                root,
-                dataset.as_ref(),
-                preprocess.size,
-            )?)),
+            Some(root) => Some(Arc::new(ImageCache::new(root, dataset.as_ref(), preprocess.size)?)),
             None => None,
         };
-        Ok(Loader {
-            dataset,
-            preprocess,
-            options,
-            cache,
-        })
+        Ok(Loader { dataset, preprocess, options, cache })
     }
 
     /// The dataset.
@@ -339,11 +288,7 @@ impl Loader {
         if self.options.prefetch == 0 {
             return Epoch {
                 shape: self.shape(),
-                inner: EpochInner::Sync {
-                    shared,
-                    chunks: chunks.into_iter(),
-                    epoch,
-                },
+                inner: EpochInner::Sync { shared, chunks: chunks.into_iter(), epoch },
                 done: false,
                 carry: Vec::new(),
             };
@@ -363,10 +308,7 @@ impl Loader {
             .expect("spawn the loader thread");
         Epoch {
             shape: self.shape(),
-            inner: EpochInner::Prefetch {
-                rx: Some(rx),
-                handle: Some(handle),
-            },
+            inner: EpochInner::Prefetch { rx: Some(rx), handle: Some(handle) },
             done: false,
             carry: Vec::new(),
         }
@@ -378,15 +320,8 @@ impl Loader {
 }
 
 enum EpochInner {
-    Sync {
-        shared: Arc<Shared>,
-        chunks: std::vec::IntoIter<Vec<usize>>,
-        epoch: u64,
-    },
-    Prefetch {
-        rx: Option<mpsc::Receiver<Result<RawBatch>>>,
-        handle: Option<std::thread::JoinHandle<()>>,
-    },
+    Sync { shared: Arc<Shared>, chunks: std::vec::IntoIter<Vec<usize>>, epoch: u64 },
+    Prefetch { rx: Option<mpsc::Receiver<Result<RawBatch>>>, handle: Option<std::thread::JoinHandle<()>> },
 }
 
 /// The batches of one epoch (an iterator). Stops after the first error.
@@ -420,11 +355,7 @@ impl Iterator for Epoch {
                 return None;
             }
             let raw = match &mut self.inner {
-                EpochInner::Sync {
-                    shared,
-                    chunks,
-                    epoch,
-                } => match chunks.next() {
+                EpochInner::Sync { shared, chunks, epoch } => match chunks.next() {
                     Some(c) => shared.batch(&c, *epoch),
                     None => {
                         self.done = true;

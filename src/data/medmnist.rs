@@ -33,11 +33,7 @@ pub struct MedMnistOptions {
 
 impl Default for MedMnistOptions {
     fn default() -> Self {
-        MedMnistOptions {
-            label_count: FINDINGS.len(),
-            in_memory_max_pixels: 64 * 64 * 3,
-            cache_dir: None,
-        }
+        MedMnistOptions { label_count: FINDINGS.len(), in_memory_max_pixels: 64 * 64 * 3, cache_dir: None }
     }
 }
 
@@ -87,18 +83,14 @@ fn location(path: &Path, key: &str) -> String {
 
 fn open_zip(path: &Path) -> Result<zip::ZipArchive<File>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    zip::ZipArchive::new(f)
-        .map_err(|e| Error::data(path.display(), format!("not a valid .npz (zip) file: {e}")))
+    zip::ZipArchive::new(f).map_err(|e| Error::data(path.display(), format!("not a valid .npz (zip) file: {e}")))
 }
 
 /// The array names (without `.npy`) in an `.npz` file.
 pub fn npz_keys(path: &Path) -> Result<Vec<String>> {
     let zip = open_zip(path)?;
-    let mut keys: Vec<String> = zip
-        .file_names()
-        .filter_map(|n| n.ok())
-        .map(|n| n.trim_end_matches(".npy").to_string())
-        .collect();
+    let mut keys: Vec<String> =
+        zip.file_names().filter_map(|n| n.ok()).map(|n| n.trim_end_matches(".npy").to_string()).collect();
     keys.sort();
     Ok(keys)
 }
@@ -109,11 +101,8 @@ fn open_array<'a>(
     path: &Path,
     key: &str,
 ) -> Result<(super::npy::NpyHeader, zip::read::ZipFile<'a, File>)> {
-    let names: Vec<String> = zip
-        .file_names()
-        .filter_map(|n| n.ok())
-        .map(|n| n.trim_end_matches(".npy").to_string())
-        .collect();
+    let names: Vec<String> =
+        zip.file_names().filter_map(|n| n.ok()).map(|n| n.trim_end_matches(".npy").to_string()).collect();
     let member = format!("{key}.npy");
     let name = if zip.index_for_name(&member).is_some() {
         member
@@ -122,24 +111,14 @@ fn open_array<'a>(
     } else {
         let mut names = names;
         names.sort();
-        return Err(Error::data(
-            location(path, key),
-            format!("missing array; the file has {names:?}"),
-        ));
+        return Err(Error::data(location(path, key), format!("missing array; the file has {names:?}")));
     };
-    let mut entry = zip
-        .by_name(&name)
-        .map_err(|e| Error::data(location(path, key), format!("cannot read: {e}")))?;
+    let mut entry = zip.by_name(&name).map_err(|e| Error::data(location(path, key), format!("cannot read: {e}")))?;
     let mut head = vec![0u8; super::npy::PREAMBLE];
-    entry
-        .read_exact(&mut head)
-        .map_err(|e| Error::data(location(path, key), format!("truncated .npy header: {e}")))?;
+    entry.read_exact(&mut head).map_err(|e| Error::data(location(path, key), format!("truncated .npy header: {e}")))?;
     let total = super::npy::header_len(&head).map_err(|e| Error::data(location(path, key), e))?;
     if total > 1 << 20 {
-        return Err(Error::data(
-            location(path, key),
-            format!("implausible .npy header length {total}"),
-        ));
+        return Err(Error::data(location(path, key), format!("implausible .npy header length {total}")));
     }
     if total > head.len() {
         let mut rest = vec![0u8; total - head.len()];
@@ -148,19 +127,12 @@ fn open_array<'a>(
             .map_err(|e| Error::data(location(path, key), format!("truncated .npy header: {e}")))?;
         head.extend_from_slice(&rest);
     }
-    let header = super::npy::parse_header(&head[..total])
-        .map_err(|e| Error::data(location(path, key), e))?;
+    let header = super::npy::parse_header(&head[..total]).map_err(|e| Error::data(location(path, key), e))?;
     if header.descr != "|u1" && header.descr != "u1" && header.descr != "<u1" {
-        return Err(Error::data(
-            location(path, key),
-            format!("dtype {} is not uint8 (|u1)", header.descr),
-        ));
+        return Err(Error::data(location(path, key), format!("dtype {} is not uint8 (|u1)", header.descr)));
     }
     if header.fortran_order {
-        return Err(Error::data(
-            location(path, key),
-            "fortran_order arrays are not supported",
-        ));
+        return Err(Error::data(location(path, key), "fortran_order arrays are not supported"));
     }
     Ok((header, entry))
 }
@@ -168,10 +140,7 @@ fn open_array<'a>(
 fn read_exact_data(entry: &mut impl Read, n: usize, path: &Path, key: &str) -> Result<Vec<u8>> {
     let mut data = vec![0u8; n];
     entry.read_exact(&mut data).map_err(|e| {
-        Error::data(
-            location(path, key),
-            format!("truncated or corrupt array data ({n} bytes expected): {e}"),
-        )
+        Error::data(location(path, key), format!("truncated or corrupt array data ({n} bytes expected): {e}"))
     })?;
     Ok(data)
 }
@@ -192,12 +161,7 @@ impl MedMnist {
         let (n, width) = match lh.shape.as_slice() {
             [n, l] => (*n, *l),
             [n] => (*n, 1),
-            s => {
-                return Err(Error::data(
-                    location(path, &lkey),
-                    format!("labels must be (N, L), got shape {s:?}"),
-                ))
-            }
+            s => return Err(Error::data(location(path, &lkey), format!("labels must be (N, L), got shape {s:?}"))),
         };
         if width != options.label_count {
             return Err(Error::data(
@@ -214,12 +178,7 @@ impl MedMnist {
             if let Some(pos) = raw_labels.iter().position(|&v| v > 1) {
                 return Err(Error::data(
                     location(path, &lkey),
-                    format!(
-                        "row {}: label {} is {}, expected 0 or 1",
-                        pos / width,
-                        pos % width,
-                        raw_labels[pos]
-                    ),
+                    format!("row {}: label {} is {}, expected 0 or 1", pos / width, pos % width, raw_labels[pos]),
                 ));
             }
         }
@@ -244,10 +203,7 @@ impl MedMnist {
             ));
         }
         if h == 0 || w == 0 {
-            return Err(Error::data(
-                location(path, &ikey),
-                format!("empty image shape {:?}", ih.shape),
-            ));
+            return Err(Error::data(location(path, &ikey), format!("empty image shape {:?}", ih.shape)));
         }
         let per_image = h * w * c;
         let total = n * per_image;
@@ -310,11 +266,7 @@ impl MedMnist {
                 .chunks_exact(3)
                 .map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0)
                 .collect();
-            Grey {
-                width: self.width,
-                height: self.height,
-                data,
-            }
+            Grey { width: self.width, height: self.height, data }
         }
     }
 }
@@ -327,10 +279,7 @@ fn extract_to_cache(
     key: &str,
     options: &MedMnistOptions,
 ) -> Result<memmap2::Mmap> {
-    let dir = options
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| super::download::cache_dir().join("npz"));
+    let dir = options.cache_dir.clone().unwrap_or_else(|| super::download::cache_dir().join("npz"));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let mtime = meta
@@ -339,25 +288,15 @@ fn extract_to_cache(
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let target = dir.join(format!("{stem}-{}-{mtime}-{key}.u8", meta.len()));
-    let ok = std::fs::metadata(&target)
-        .map(|m| m.len() == total as u64)
-        .unwrap_or(false);
+    let ok = std::fs::metadata(&target).map(|m| m.len() == total as u64).unwrap_or(false);
     if !ok {
         let tmp = target.with_extension(format!("u8.tmp-{}", std::process::id()));
         let result = (|| -> Result<()> {
-            let mut f =
-                std::io::BufWriter::new(File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
-            let copied = std::io::copy(&mut entry.take(total as u64), &mut f).map_err(|e| {
-                Error::data(
-                    location(path, key),
-                    format!("truncated or corrupt array data: {e}"),
-                )
-            })?;
+            let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+            let copied = std::io::copy(&mut entry.take(total as u64), &mut f)
+                .map_err(|e| Error::data(location(path, key), format!("truncated or corrupt array data: {e}")))?;
             if copied != total as u64 {
                 return Err(Error::data(
                     location(path, key),
@@ -391,12 +330,7 @@ impl Dataset for MedMnist {
     fn image_id(&self, index: usize) -> &str {
         &self.ids[index]
     }
-    fn image(
-        &self,
-        index: usize,
-        preprocess: &Preprocess,
-        augment: Option<(&Augment, u64)>,
-    ) -> Result<Vec<f32>> {
+    fn image(&self, index: usize, preprocess: &Preprocess, augment: Option<(&Augment, u64)>) -> Result<Vec<f32>> {
         if index >= self.len {
             return Err(Error::data(
                 format!("{} [{}]", self.path.display(), self.split),

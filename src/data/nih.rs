@@ -83,45 +83,26 @@ pub fn parse_findings(text: &str) -> std::result::Result<[f32; 14], String> {
             None if part.trim().eq_ignore_ascii_case("No Finding") => {
                 return Err(format!("'No Finding' combined with findings in {text:?}"))
             }
-            None => {
-                return Err(format!(
-                    "unknown finding {:?} (known: {})",
-                    part.trim(),
-                    FINDINGS.join(", ")
-                ))
-            }
+            None => return Err(format!("unknown finding {:?} (known: {})", part.trim(), FINDINGS.join(", "))),
         }
     }
     Ok(labels)
 }
 
 fn column(headers: &csv::StringRecord, name: &str, file: &str) -> Result<usize> {
-    headers
-        .iter()
-        .position(|h| h.trim() == name)
-        .ok_or_else(|| {
-            Error::data(
-                file,
-                format!(
-                    "missing column {name:?} (columns: {})",
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })
+    headers.iter().position(|h| h.trim() == name).ok_or_else(|| {
+        Error::data(
+            file,
+            format!("missing column {name:?} (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")),
+        )
+    })
 }
 
 /// Parses NIH's `Data_Entry_2017*.csv` from `reader`; `name` is used in errors. Reads at most
 /// `limit` rows.
-pub fn parse_data_entry(
-    reader: impl Read,
-    name: &str,
-    limit: Option<usize>,
-) -> Result<Vec<NihRow>> {
+pub fn parse_data_entry(reader: impl Read, name: &str, limit: Option<usize>) -> Result<Vec<NihRow>> {
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-    let headers = rdr
-        .headers()
-        .map_err(|e| Error::data(name, format!("cannot read the header: {e}")))?
-        .clone();
+    let headers = rdr.headers().map_err(|e| Error::data(name, format!("cannot read the header: {e}")))?.clone();
     let c_image = column(&headers, "Image Index", name)?;
     let c_find = column(&headers, "Finding Labels", name)?;
     let c_patient = column(&headers, "Patient ID", name)?;
@@ -139,28 +120,18 @@ pub fn parse_data_entry(
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let loc = || format!("{name}:{line}");
         if rec.len() < needed {
-            return Err(Error::data(
-                loc(),
-                format!("row has {} fields, expected at least {needed}", rec.len()),
-            ));
+            return Err(Error::data(loc(), format!("row has {} fields, expected at least {needed}", rec.len())));
         }
         let image = rec[c_image].trim().to_string();
         if image.is_empty() {
             return Err(Error::data(loc(), "empty Image Index"));
         }
-        let labels = parse_findings(&rec[c_find])
-            .map_err(|e| Error::data(loc(), format!("{image}: {e}")))?;
+        let labels = parse_findings(&rec[c_find]).map_err(|e| Error::data(loc(), format!("{image}: {e}")))?;
         let patient = rec[c_patient].trim().to_string();
         if patient.is_empty() {
             return Err(Error::data(loc(), format!("{image}: empty Patient ID")));
         }
-        rows.push(NihRow {
-            image,
-            labels,
-            patient,
-            view: rec[c_view].trim().to_string(),
-            line,
-        });
+        rows.push(NihRow { image, labels, patient, view: rec[c_view].trim().to_string(), line });
     }
     Ok(rows)
 }
@@ -175,10 +146,7 @@ pub fn parse_bbox_list(reader: impl Read, name: &str) -> Result<HashMap<String, 
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let loc = || format!("{name}:{line}");
         if rec.len() < 6 {
-            return Err(Error::data(
-                loc(),
-                format!("row has {} fields, expected 6", rec.len()),
-            ));
+            return Err(Error::data(loc(), format!("row has {} fields, expected 6", rec.len())));
         }
         // NIH writes "Infiltrate" in the box list for the Infiltration finding.
         let label = rec[1].trim();
@@ -186,18 +154,9 @@ pub fn parse_bbox_list(reader: impl Read, name: &str) -> Result<HashMap<String, 
             .or_else(|| (label == "Infiltrate").then_some(3))
             .ok_or_else(|| Error::data(loc(), format!("unknown finding {label:?}")))?;
         let num = |i: usize| -> Result<f32> {
-            rec[i]
-                .trim()
-                .parse::<f32>()
-                .map_err(|_| Error::data(loc(), format!("bad box coordinate {:?}", &rec[i])))
+            rec[i].trim().parse::<f32>().map_err(|_| Error::data(loc(), format!("bad box coordinate {:?}", &rec[i])))
         };
-        let b = LesionBox {
-            finding,
-            x: num(2)?,
-            y: num(3)?,
-            w: num(4)?,
-            h: num(5)?,
-        };
+        let b = LesionBox { finding, x: num(2)?, y: num(3)?, w: num(4)?, h: num(5)? };
         map.entry(rec[0].trim().to_string()).or_default().push(b);
     }
     Ok(map)
@@ -205,9 +164,7 @@ pub fn parse_bbox_list(reader: impl Read, name: &str) -> Result<HashMap<String, 
 
 /// Finds `name` or `name.gz` directly in `folder`.
 fn find_file(folder: &Path, name: &str) -> Option<PathBuf> {
-    [folder.join(name), folder.join(format!("{name}.gz"))]
-        .into_iter()
-        .find(|p| p.is_file())
+    [folder.join(name), folder.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
 }
 
 /// The NIH label file in `folder`, if any.
@@ -217,24 +174,15 @@ pub fn find_label_file(folder: &Path) -> Option<PathBuf> {
 
 fn read_list(path: &Path) -> Result<Vec<String>> {
     let mut text = String::new();
-    open_maybe_gz(path)?
-        .read_to_string(&mut text)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect())
+    open_maybe_gz(path)?.read_to_string(&mut text).map_err(|e| Error::io(path, e))?;
+    Ok(text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
 }
 
 /// The official lists found next to the labels.
 #[derive(Debug, Clone)]
 pub enum OfficialSplit {
     /// NIH's `train_val_list.txt` and `test_list.txt` (indices into the dataset).
-    TrainValTest {
-        train_val: Vec<usize>,
-        test: Vec<usize>,
-    },
+    TrainValTest { train_val: Vec<usize>, test: Vec<usize> },
     /// `split_{train,val,test}_list.txt` (ChestMNIST's sizes).
     ThreeWay(Split),
 }
@@ -258,19 +206,12 @@ impl Nih {
         let label_file = find_label_file(folder).ok_or_else(|| {
             Error::data(
                 folder.display(),
-                format!(
-                    "no NIH label file ({} or .gz) in the folder",
-                    LABEL_FILES.join(" / ")
-                ),
+                format!("no NIH label file ({} or .gz) in the folder", LABEL_FILES.join(" / ")),
             )
         })?;
         let name = label_file.display().to_string();
         let rows = parse_data_entry(open_maybe_gz(&label_file)?, &name, options.limit)?;
-        let images = if options.labels_only {
-            Default::default()
-        } else {
-            index_images(folder)?
-        };
+        let images = if options.labels_only { Default::default() } else { index_images(folder)? };
         let mut records = Vec::with_capacity(rows.len());
         let mut missing = Vec::new();
         let mut filtered = 0;
@@ -281,11 +222,7 @@ impl Nih {
                     continue;
                 }
             }
-            let found = if options.labels_only {
-                Some(folder.join(&r.image))
-            } else {
-                images.get(&r.image).cloned()
-            };
+            let found = if options.labels_only { Some(folder.join(&r.image)) } else { images.get(&r.image).cloned() };
             match found {
                 Some(path) => records.push(FileRecord {
                     id: r.image,
@@ -311,13 +248,9 @@ impl Nih {
             let boxes = parse_bbox_list(open_maybe_gz(&bbox)?, &bbox.display().to_string())?;
             data.set_boxes(&boxes, (1024, 1024));
         }
-        let by_name: HashMap<&str, usize> =
-            (0..data.len()).map(|i| (data.image_id(i), i)).collect();
+        let by_name: HashMap<&str, usize> = (0..data.len()).map(|i| (data.image_id(i), i)).collect();
         let indices = |names: Vec<String>| -> Vec<usize> {
-            let mut v: Vec<usize> = names
-                .iter()
-                .filter_map(|n| by_name.get(n.as_str()).copied())
-                .collect();
+            let mut v: Vec<usize> = names.iter().filter_map(|n| by_name.get(n.as_str()).copied()).collect();
             v.sort_unstable();
             v.dedup();
             v
@@ -332,25 +265,14 @@ impl Nih {
                 val: indices(read_list(&va)?),
                 test: indices(read_list(&te)?),
             }))
-        } else if let (Some(tv), Some(te)) = (
-            find_file(folder, "train_val_list.txt"),
-            find_file(folder, "test_list.txt"),
-        ) {
-            Some(OfficialSplit::TrainValTest {
-                train_val: indices(read_list(&tv)?),
-                test: indices(read_list(&te)?),
-            })
+        } else if let (Some(tv), Some(te)) =
+            (find_file(folder, "train_val_list.txt"), find_file(folder, "test_list.txt"))
+        {
+            Some(OfficialSplit::TrainValTest { train_val: indices(read_list(&tv)?), test: indices(read_list(&te)?) })
         } else {
             None
         };
-        Ok(Nih {
-            folder: folder.to_path_buf(),
-            label_file,
-            data,
-            missing,
-            filtered_by_view: filtered,
-            official,
-        })
+        Ok(Nih { folder: folder.to_path_buf(), label_file, data, missing, filtered_by_view: filtered, official })
     }
 
     /// Train/val/test indices: the official lists when present (the official train_val list is
@@ -362,24 +284,12 @@ impl Nih {
             Some(OfficialSplit::TrainValTest { train_val, test }) => {
                 let tv = fractions.train + fractions.val;
                 let inner = if tv > 0.0 {
-                    Fractions {
-                        train: fractions.train / tv,
-                        val: fractions.val / tv,
-                        test: 0.0,
-                    }
+                    Fractions { train: fractions.train / tv, val: fractions.val / tv, test: 0.0 }
                 } else {
-                    Fractions {
-                        train: 1.0,
-                        val: 0.0,
-                        test: 0.0,
-                    }
+                    Fractions { train: 1.0, val: 0.0, test: 0.0 }
                 };
                 let s = patient_split_of(&self.data, train_val, inner, seed)?;
-                Ok(Split {
-                    train: s.train,
-                    val: s.val,
-                    test: test.clone(),
-                })
+                Ok(Split { train: s.train, val: s.val, test: test.clone() })
             }
             None => patient_split(&self.data, fractions, seed),
         }

@@ -31,10 +31,7 @@ pub const PREAMBLE: usize = 12;
 /// The total header length (including the preamble) given at least the first 12 bytes.
 pub fn header_len(prefix: &[u8]) -> Result<usize, String> {
     if prefix.len() < 10 {
-        return Err(format!(
-            "too short for an .npy header ({} bytes)",
-            prefix.len()
-        ));
+        return Err(format!("too short for an .npy header ({} bytes)", prefix.len()));
     }
     if &prefix[..6] != MAGIC {
         return Err("not an .npy array (bad magic)".into());
@@ -55,19 +52,12 @@ pub fn header_len(prefix: &[u8]) -> Result<usize, String> {
 pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, String> {
     let total = header_len(bytes)?;
     if bytes.len() < total {
-        return Err(format!(
-            "truncated .npy header: {} of {total} bytes",
-            bytes.len()
-        ));
+        return Err(format!("truncated .npy header: {} of {total} bytes", bytes.len()));
     }
     let start = if bytes[6] == 1 { 10 } else { 12 };
-    let text =
-        std::str::from_utf8(&bytes[start..total]).map_err(|_| "header is not text".to_string())?;
+    let text = std::str::from_utf8(&bytes[start..total]).map_err(|_| "header is not text".to_string())?;
     let descr = dict_value(text, "descr")?;
-    let descr = descr
-        .trim()
-        .trim_matches(|c| c == '\'' || c == '"')
-        .to_string();
+    let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
     let fortran = match dict_value(text, "fortran_order")?.trim() {
         "False" => false,
         "True" => true,
@@ -83,33 +73,18 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.trim_end_matches('L')
-                .parse::<usize>()
-                .map_err(|_| format!("bad shape {shape_text:?}"))
-        })
+        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|_| format!("bad shape {shape_text:?}")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(NpyHeader {
-        descr,
-        fortran_order: fortran,
-        shape,
-        data_offset: total,
-    })
+    Ok(NpyHeader { descr, fortran_order: fortran, shape, data_offset: total })
 }
 
 /// The raw text of `key`'s value in a Python dict literal (up to the next top-level comma).
 fn dict_value<'a>(text: &'a str, key: &str) -> Result<&'a str, String> {
     let pat1 = format!("'{key}'");
     let pat2 = format!("\"{key}\"");
-    let pos = text
-        .find(&pat1)
-        .or_else(|| text.find(&pat2))
-        .ok_or_else(|| format!("header has no '{key}'"))?;
+    let pos = text.find(&pat1).or_else(|| text.find(&pat2)).ok_or_else(|| format!("header has no '{key}'"))?;
     let rest = &text[pos + pat1.len()..];
-    let rest = rest
-        .trim_start()
-        .strip_prefix(':')
-        .ok_or_else(|| format!("malformed header near '{key}'"))?;
+    let rest = rest.trim_start().strip_prefix(':').ok_or_else(|| format!("malformed header near '{key}'"))?;
     let mut depth = 0i32;
     for (i, c) in rest.char_indices() {
         match c {
@@ -126,17 +101,9 @@ fn dict_value<'a>(text: &'a str, key: &str) -> Result<&'a str, String> {
 pub fn write_header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let shape_text = match shape.len() {
         1 => format!("({},)", shape[0]),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
-    let mut dict =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
     let unpadded = 10 + dict.len() + 1;
     let pad = (64 - unpadded % 64) % 64;
     dict.push_str(&" ".repeat(pad));

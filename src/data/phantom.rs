@@ -82,11 +82,7 @@ impl Phantoms {
         for i in 0..count {
             let mut rng = Rng::new(mix(seed, i as u64));
             let u = |rng: &mut Rng, lo: f32, hi: f32| lo + (hi - lo) * rng.uniform() as f32;
-            let (dx, dy, sc) = (
-                u(&mut rng, -0.02, 0.02),
-                u(&mut rng, -0.02, 0.02),
-                u(&mut rng, 0.95, 1.04),
-            );
+            let (dx, dy, sc) = (u(&mut rng, -0.02, 0.02), u(&mut rng, -0.02, 0.02), u(&mut rng, 0.95, 1.04));
             let p = |x: f32, y: f32| (0.5 + (x - 0.5) * sc + dx, 0.5 + (y - 0.5) * sc + dy);
             let (bx, by) = p(0.5, 0.56);
             let body = (bx, by, 0.44 * sc, 0.5 * sc);
@@ -107,19 +103,9 @@ impl Phantoms {
             }
             let (hx, hy) = p(0.55, 0.64);
             let heart = if has[3] {
-                (
-                    hx + 0.02 * sc,
-                    hy,
-                    u(&mut rng, 0.19, 0.22) * sc,
-                    u(&mut rng, 0.14, 0.16) * sc,
-                )
+                (hx + 0.02 * sc, hy, u(&mut rng, 0.19, 0.22) * sc, u(&mut rng, 0.14, 0.16) * sc)
             } else {
-                (
-                    hx,
-                    hy,
-                    u(&mut rng, 0.115, 0.135) * sc,
-                    u(&mut rng, 0.10, 0.115) * sc,
-                )
+                (hx, hy, u(&mut rng, 0.115, 0.135) * sc, u(&mut rng, 0.10, 0.115) * sc)
             };
             let mut case_boxes = Vec::new();
             let px = size as f32;
@@ -178,14 +164,7 @@ impl Phantoms {
                 noise_seed: rng.next_u64(),
             });
         }
-        Phantoms {
-            size,
-            seed,
-            cases,
-            labels,
-            boxes,
-            ids: (0..count).map(|i| format!("phantom-{i}")).collect(),
-        }
+        Phantoms { size, seed, cases, labels, boxes, ids: (0..count).map(|i| format!("phantom-{i}")).collect() }
     }
 
     /// The native side length.
@@ -228,11 +207,7 @@ impl Phantoms {
                     }
                     if let Some((side, level)) = c.effusion {
                         if side == k {
-                            let lateral = if k == 0 {
-                                (lung.0 - x) / lung.2
-                            } else {
-                                (x - lung.0) / lung.2
-                            };
+                            let lateral = if k == 0 { (lung.0 - x) / lung.2 } else { (x - lung.0) / lung.2 };
                             let meniscus = level - 0.05 * lateral.max(0.0);
                             let t = ((y - meniscus) / edge * 0.5 + 0.5).clamp(0.0, 1.0);
                             lv = lv * (1.0 - t) + 0.62 * t;
@@ -241,10 +216,7 @@ impl Phantoms {
                     v = v * (1.0 - li) + lv * li;
                 }
                 // Mediastinum and spine.
-                if (x - (c.body.0)).abs() < 0.06
-                    && y > c.lungs[0].1 - c.lungs[0].3 - 0.05
-                    && y < c.heart.1
-                {
+                if (x - (c.body.0)).abs() < 0.06 && y > c.lungs[0].1 - c.lungs[0].3 - 0.05 && y < c.heart.1 {
                     v = v.max(0.68);
                 }
                 // Heart shadow.
@@ -261,11 +233,7 @@ impl Phantoms {
                 data[py * n + px] = v.clamp(0.0, 1.0);
             }
         }
-        Grey {
-            width: n,
-            height: n,
-            data,
-        }
+        Grey { width: n, height: n, data }
     }
 }
 
@@ -282,17 +250,9 @@ impl Dataset for Phantoms {
     fn image_id(&self, index: usize) -> &str {
         &self.ids[index]
     }
-    fn image(
-        &self,
-        index: usize,
-        preprocess: &Preprocess,
-        augment: Option<(&Augment, u64)>,
-    ) -> Result<Vec<f32>> {
+    fn image(&self, index: usize, preprocess: &Preprocess, augment: Option<(&Augment, u64)>) -> Result<Vec<f32>> {
         if index >= self.cases.len() {
-            return Err(Error::data(
-                "phantom",
-                format!("index {index} out of range ({})", self.cases.len()),
-            ));
+            return Err(Error::data("phantom", format!("index {index} out of range ({})", self.cases.len())));
         }
         transform::check_preprocess(preprocess)?;
         transform::preprocess(&self.render(index), preprocess, augment)
@@ -301,11 +261,6 @@ impl Dataset for Phantoms {
         (&self.boxes[index], (self.size, self.size))
     }
     fn cache_key(&self) -> Option<String> {
-        Some(format!(
-            "phantom:{}:{}:{}",
-            self.cases.len(),
-            self.size,
-            self.seed
-        ))
+        Some(format!("phantom:{}:{}:{}", self.cases.len(), self.size, self.seed))
     }
 }

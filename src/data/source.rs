@@ -76,10 +76,7 @@ impl std::fmt::Debug for Source {
             .field("kind", &self.kind)
             .field("description", &self.description)
             .field("images", &self.all.len())
-            .field(
-                "split",
-                &(self.train.len(), self.val.len(), self.test.len()),
-            )
+            .field("split", &(self.train.len(), self.val.len(), self.test.len()))
             .finish()
     }
 }
@@ -115,10 +112,7 @@ pub fn detect(spec: &str) -> Result<SourceKind> {
         }
         return Err(Error::data(
             spec,
-            format!(
-                "folder has neither {} (NIH) nor labels.csv",
-                nih::LABEL_FILES.join(" / ")
-            ),
+            format!("folder has neither {} (NIH) nor labels.csv", nih::LABEL_FILES.join(" / ")),
         ));
     }
     let lower = spec.to_ascii_lowercase();
@@ -131,14 +125,9 @@ pub fn detect(spec: &str) -> Result<SourceKind> {
     }
     if lower.ends_with(".csv") || lower.ends_with(".csv.gz") {
         if path.is_file() {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if name.starts_with("Data_Entry_2017") {
-                return Ok(SourceKind::Nih(
-                    path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-                ));
+                return Ok(SourceKind::Nih(path.parent().unwrap_or(Path::new(".")).to_path_buf()));
             }
             return Ok(SourceKind::Csv(path.to_path_buf()));
         }
@@ -159,12 +148,10 @@ pub fn detect(spec: &str) -> Result<SourceKind> {
 fn parse_phantom(spec: &str) -> Result<(usize, usize)> {
     let parts: Vec<&str> = spec.split(':').skip(1).collect();
     let num = |s: &str| {
-        s.parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| {
-            Error::data(
-                spec,
-                "expected phantom[:COUNT[:SIZE]] with positive integers",
-            )
-        })
+        s.parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| Error::data(spec, "expected phantom[:COUNT[:SIZE]] with positive integers"))
     };
     let count = parts.first().map(|s| num(s)).transpose()?.unwrap_or(512);
     let size = parts.get(1).map(|s| num(s)).transpose()?.unwrap_or(64);
@@ -186,9 +173,7 @@ fn with_split(
     if !report.is_clean() {
         warnings.push(format!("patient leakage allowed: {}", report.describe()));
     }
-    let sub = |idx: &Vec<usize>| -> Result<Arc<dyn Dataset>> {
-        Ok(Arc::new(Subset::new(all.clone(), idx.clone())?))
-    };
+    let sub = |idx: &Vec<usize>| -> Result<Arc<dyn Dataset>> { Ok(Arc::new(Subset::new(all.clone(), idx.clone())?)) };
     Ok(Source {
         kind,
         description,
@@ -209,48 +194,31 @@ pub fn open_source(spec: &str, options: &SourceOptions) -> Result<Source> {
             let (count, size) = parse_phantom(spec)?;
             let all: Arc<dyn Dataset> = Arc::new(Phantoms::new(count, size, options.seed));
             let split = patient_split(all.as_ref(), options.fractions, options.seed)?;
-            let description = format!(
-                "phantoms: {count} images of {size}x{size}, seed {}",
-                options.seed
-            );
+            let description = format!("phantoms: {count} images of {size}x{size}, seed {}", options.seed);
             with_split(kind, description, all, split, options, Vec::new())
         }
         SourceKind::MedMnist(p) => {
             let (path, label_count) = if p.extension().is_some_and(|e| e == "npz") {
-                (
-                    p.clone(),
-                    options.label_count.unwrap_or(super::FINDINGS.len()),
-                )
+                (p.clone(), options.label_count.unwrap_or(super::FINDINGS.len()))
             } else {
                 let name = p.to_string_lossy().into_owned();
-                let width = download::medmnist_info(&name)
-                    .map(|i| i.2)
-                    .unwrap_or(super::FINDINGS.len());
-                (
-                    download::medmnist(&name, &options.download)?,
-                    options.label_count.unwrap_or(width),
-                )
+                let width = download::medmnist_info(&name).map(|i| i.2).unwrap_or(super::FINDINGS.len());
+                (download::medmnist(&name, &options.download)?, options.label_count.unwrap_or(width))
             };
-            let mopts = MedMnistOptions {
-                label_count,
-                ..options.medmnist.clone()
-            };
+            let mopts = MedMnistOptions { label_count, ..options.medmnist.clone() };
             let [tr, va, te] = MedMnist::open_splits(&path, &mopts)?;
             let (h, w, c) = tr.image_shape();
             let (ntr, nva, nte) = (tr.len(), va.len(), te.len());
             let (train, val, test): (Arc<dyn Dataset>, Arc<dyn Dataset>, Arc<dyn Dataset>) =
                 (Arc::new(tr), Arc::new(va), Arc::new(te));
-            let all: Arc<dyn Dataset> =
-                Arc::new(Concat::new(vec![train.clone(), val.clone(), test.clone()]));
+            let all: Arc<dyn Dataset> = Arc::new(Concat::new(vec![train.clone(), val.clone(), test.clone()]));
             let split = Split {
                 train: (0..ntr).collect(),
                 val: (ntr..ntr + nva).collect(),
                 test: (ntr + nva..ntr + nva + nte).collect(),
             };
-            let description = format!(
-                "MedMNIST {}: {ntr}/{nva}/{nte} images of {h}x{w}x{c}, official split",
-                path.display()
-            );
+            let description =
+                format!("MedMNIST {}: {ntr}/{nva}/{nte} images of {h}x{w}x{c}, official split", path.display());
             Ok(Source {
                 kind: SourceKind::MedMnist(path),
                 description,
@@ -272,29 +240,15 @@ pub fn open_source(spec: &str, options: &SourceOptions) -> Result<Source> {
             let nih = Nih::open(folder, &nopts)?;
             let mut warnings = Vec::new();
             if !nih.missing.is_empty() {
-                warnings.push(format!(
-                    "{} listed images are missing and were skipped",
-                    nih.missing.len()
-                ));
+                warnings.push(format!("{} listed images are missing and were skipped", nih.missing.len()));
             }
             let split = nih.split(options.fractions, options.seed)?;
             let how = match &nih.official {
                 Some(_) => "official split lists".to_string(),
                 None => format!("patient-level split seed {}", options.seed),
             };
-            let description = format!(
-                "NIH {}: {} images ({how})",
-                nih.label_file.display(),
-                nih.data.len()
-            );
-            with_split(
-                kind.clone(),
-                description,
-                Arc::new(nih.data),
-                split,
-                options,
-                warnings,
-            )
+            let description = format!("NIH {}: {} images ({how})", nih.label_file.display(), nih.data.len());
+            with_split(kind.clone(), description, Arc::new(nih.data), split, options, warnings)
         }
         SourceKind::Csv(path) => {
             let copts = CsvOptions {
@@ -306,10 +260,7 @@ pub fn open_source(spec: &str, options: &SourceOptions) -> Result<Source> {
             let src = CsvSource::open(path, &copts)?;
             let mut warnings = Vec::new();
             if !src.missing.is_empty() {
-                warnings.push(format!(
-                    "{} listed images are missing and were skipped",
-                    src.missing.len()
-                ));
+                warnings.push(format!("{} listed images are missing and were skipped", src.missing.len()));
             }
             let split = patient_split(&src.data, options.fractions, options.seed)?;
             let description = format!(
@@ -318,14 +269,7 @@ pub fn open_source(spec: &str, options: &SourceOptions) -> Result<Source> {
                 src.data.len(),
                 options.seed
             );
-            with_split(
-                kind.clone(),
-                description,
-                Arc::new(src.data),
-                split,
-                options,
-                warnings,
-            )
+            with_split(kind.clone(), description, Arc::new(src.data), split, options, warnings)
         }
     }
 }

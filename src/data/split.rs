@@ -22,11 +22,7 @@ pub struct Fractions {
 impl Default for Fractions {
     /// 70 / 10 / 20, the NIH paper's proportions.
     fn default() -> Self {
-        Fractions {
-            train: 0.7,
-            val: 0.1,
-            test: 0.2,
-        }
+        Fractions { train: 0.7, val: 0.1, test: 0.2 }
     }
 }
 
@@ -34,9 +30,7 @@ impl Fractions {
     /// Checks each fraction is in [0, 1] and they sum to 1.
     pub fn check(&self) -> Result<()> {
         let all = [self.train, self.val, self.test];
-        if all.iter().any(|f| !(0.0..=1.0).contains(f))
-            || ((all.iter().sum::<f64>()) - 1.0).abs() > 1e-6
-        {
+        if all.iter().any(|f| !(0.0..=1.0).contains(f)) || ((all.iter().sum::<f64>()) - 1.0).abs() > 1e-6 {
             return Err(Error::InvalidArgument {
                 op: "split",
                 detail: format!("fractions must be in [0, 1] and sum to 1, got {all:?}"),
@@ -46,13 +40,12 @@ impl Fractions {
     }
     /// Parses `0.7,0.1,0.2`.
     pub fn parse(text: &str) -> Result<Fractions> {
-        let v: Vec<f64> = text
-            .split(',')
-            .map(|s| s.trim().parse::<f64>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::InvalidArgument {
-                op: "split",
-                detail: format!("expected three fractions like 0.7,0.1,0.2, got {text:?}"),
+        let v: Vec<f64> =
+            text.split(',').map(|s| s.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| {
+                Error::InvalidArgument {
+                    op: "split",
+                    detail: format!("expected three fractions like 0.7,0.1,0.2, got {text:?}"),
+                }
             })?;
         if v.len() != 3 {
             return Err(Error::InvalidArgument {
@@ -60,11 +53,7 @@ impl Fractions {
                 detail: format!("expected three fractions like 0.7,0.1,0.2, got {text:?}"),
             });
         }
-        let f = Fractions {
-            train: v[0],
-            val: v[1],
-            test: v[2],
-        };
+        let f = Fractions { train: v[0], val: v[1], test: v[2] };
         f.check()?;
         Ok(f)
     }
@@ -81,11 +70,7 @@ pub struct Split {
 impl Split {
     /// The three parts with their names.
     pub fn parts(&self) -> [(&'static str, &[usize]); 3] {
-        [
-            ("train", &self.train),
-            ("val", &self.val),
-            ("test", &self.test),
-        ]
+        [("train", &self.train), ("val", &self.val), ("test", &self.test)]
     }
 }
 
@@ -103,12 +88,7 @@ pub fn patient_split(ds: &dyn Dataset, fractions: Fractions, seed: u64) -> Resul
 }
 
 /// [`patient_split`] restricted to `indices` (returned indices are dataset indices).
-pub fn patient_split_of(
-    ds: &dyn Dataset,
-    indices: &[usize],
-    fractions: Fractions,
-    seed: u64,
-) -> Result<Split> {
+pub fn patient_split_of(ds: &dyn Dataset, indices: &[usize], fractions: Fractions, seed: u64) -> Result<Split> {
     fractions.check()?;
     let mut by_patient: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for &i in indices {
@@ -157,23 +137,15 @@ impl LeakageReport {
     }
     /// A one-line description: counts and the first few patients.
     pub fn describe(&self) -> String {
-        let first: Vec<String> = self
-            .leaked
-            .iter()
-            .take(5)
-            .map(|(p, s)| format!("patient {p} ({})", s.join(", ")))
-            .collect();
+        let first: Vec<String> =
+            self.leaked.iter().take(5).map(|(p, s)| format!("patient {p} ({})", s.join(", "))).collect();
         format!(
             "{} patient{} appear in more than one split ({} images): {}{}",
             self.leaked.len(),
             if self.leaked.len() == 1 { "" } else { "s" },
             self.leaked_images,
             first.join("; "),
-            if self.leaked.len() > first.len() {
-                "; ..."
-            } else {
-                ""
-            }
+            if self.leaked.len() > first.len() { "; ..." } else { "" }
         )
     }
 }
@@ -181,20 +153,13 @@ impl LeakageReport {
 /// Checks that no patient appears in two parts of `split`. A leak is an error naming the first
 /// patients and the counts, unless `allow_leakage` (then the report carries it as a warning).
 /// Images without a patient id are checked by image id.
-pub fn check_leakage(
-    ds: &dyn Dataset,
-    split: &Split,
-    allow_leakage: bool,
-) -> Result<LeakageReport> {
+pub fn check_leakage(ds: &dyn Dataset, split: &Split, allow_leakage: bool) -> Result<LeakageReport> {
     let mut seen: HashMap<&str, (u8, usize)> = HashMap::new();
     let names = ["train", "val", "test"];
     for (k, (_, part)) in split.parts().iter().enumerate() {
         for &i in *part {
             if i >= ds.len() {
-                return Err(Error::data(
-                    "split",
-                    format!("index {i} out of range ({} images)", ds.len()),
-                ));
+                return Err(Error::data("split", format!("index {i} out of range ({} images)", ds.len())));
             }
             let e = seen.entry(patient_key(ds, i)).or_insert((0, 0));
             e.0 |= 1 << k;
@@ -204,10 +169,7 @@ pub fn check_leakage(
     let mut report = LeakageReport::default();
     for (p, (mask, count)) in seen {
         if mask.count_ones() > 1 {
-            let parts = (0..3)
-                .filter(|k| mask & (1 << k) != 0)
-                .map(|k| names[k])
-                .collect();
+            let parts = (0..3).filter(|k| mask & (1 << k) != 0).map(|k| names[k]).collect();
             report.leaked.push((p.to_string(), parts));
             report.leaked_images += count;
         }
@@ -216,10 +178,7 @@ pub fn check_leakage(
     if !report.is_clean() && !allow_leakage {
         return Err(Error::data(
             "split",
-            format!(
-                "patient leakage: {} (pass allow_leakage / --allow-leakage to proceed anyway)",
-                report.describe()
-            ),
+            format!("patient leakage: {} (pass allow_leakage / --allow-leakage to proceed anyway)", report.describe()),
         ));
     }
     Ok(report)
@@ -242,12 +201,7 @@ pub struct Subset {
 
 impl std::fmt::Debug for Subset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Subset({} of {} images)",
-            self.indices.len(),
-            self.inner.len()
-        )
+        write!(f, "Subset({} of {} images)", self.indices.len(), self.inner.len())
     }
 }
 
@@ -255,10 +209,7 @@ impl Subset {
     /// `inner` restricted to `indices` (each must be in range).
     pub fn new(inner: Arc<dyn Dataset>, indices: Vec<usize>) -> Result<Subset> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= inner.len()) {
-            return Err(Error::data(
-                "subset",
-                format!("index {bad} out of range ({} images)", inner.len()),
-            ));
+            return Err(Error::data("subset", format!("index {bad} out of range ({} images)", inner.len())));
         }
         Ok(Subset { inner, indices })
     }
@@ -285,12 +236,7 @@ impl Dataset for Subset {
     fn image_id(&self, index: usize) -> &str {
         self.inner.image_id(self.indices[index])
     }
-    fn image(
-        &self,
-        index: usize,
-        preprocess: &Preprocess,
-        augment: Option<(&Augment, u64)>,
-    ) -> Result<Vec<f32>> {
+    fn image(&self, index: usize, preprocess: &Preprocess, augment: Option<(&Augment, u64)>) -> Result<Vec<f32>> {
         self.inner.image(self.indices[index], preprocess, augment)
     }
     fn boxes(&self, index: usize) -> (&[LesionBox], (usize, usize)) {
@@ -345,12 +291,7 @@ impl Dataset for Concat {
         let (d, i) = self.locate(index);
         d.image_id(i)
     }
-    fn image(
-        &self,
-        index: usize,
-        preprocess: &Preprocess,
-        augment: Option<(&Augment, u64)>,
-    ) -> Result<Vec<f32>> {
+    fn image(&self, index: usize, preprocess: &Preprocess, augment: Option<(&Augment, u64)>) -> Result<Vec<f32>> {
         let (d, i) = self.locate(index);
         d.image(i, preprocess, augment)
     }

@@ -59,11 +59,7 @@ impl Stats {
     /// Computes the statistics of `ds`. Label names follow [`FINDINGS`] when there are 14 labels,
     /// else `label <k>`.
     pub fn compute(ds: &dyn Dataset) -> Stats {
-        let width = if ds.is_empty() {
-            FINDINGS.len()
-        } else {
-            ds.labels(0).len()
-        };
+        let width = if ds.is_empty() { FINDINGS.len() } else { ds.labels(0).len() };
         let has_patients = (0..ds.len()).all(|i| ds.patient(i).is_some());
         let mut images = vec![0usize; width];
         let mut pos_patients: Vec<HashSet<&str>> = vec![HashSet::new(); width];
@@ -98,11 +94,7 @@ impl Stats {
         }
         let findings = (0..width)
             .map(|c| FindingCount {
-                name: if width == FINDINGS.len() {
-                    FINDINGS[c].to_string()
-                } else {
-                    format!("label {c}")
-                },
+                name: if width == FINDINGS.len() { FINDINGS[c].to_string() } else { format!("label {c}") },
                 images: images[c],
                 patients: has_patients.then(|| pos_patients[c].len()),
             })
@@ -120,52 +112,28 @@ impl Stats {
 
     /// Adds the size of a split.
     pub fn add_split(&mut self, name: &str, ds: &dyn Dataset) {
-        self.splits.push(SplitSize {
-            name: name.to_string(),
-            images: ds.len(),
-            patients: patient_count(ds),
-        });
+        self.splits.push(SplitSize { name: name.to_string(), images: ds.len(), patients: patient_count(ds) });
     }
 
     /// Positive fraction per finding (for class weights).
     pub fn prevalence(&self) -> Vec<f64> {
-        self.findings
-            .iter()
-            .map(|f| pct(f.images, self.images) / 100.0)
-            .collect()
+        self.findings.iter().map(|f| pct(f.images, self.images) / 100.0).collect()
     }
 }
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let opt = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        writeln!(
-            f,
-            "images: {}   patients: {}",
-            self.images,
-            opt(self.patients)
-        )?;
+        writeln!(f, "images: {}   patients: {}", self.images, opt(self.patients))?;
         writeln!(f)?;
-        writeln!(
-            f,
-            "{:<20} {:>8} {:>7} {:>9} {:>7}",
-            "finding", "images", "%", "patients", "%"
-        )?;
+        writeln!(f, "{:<20} {:>8} {:>7} {:>9} {:>7}", "finding", "images", "%", "patients", "%")?;
         let np = self.patients.unwrap_or(0);
         for c in &self.findings {
             let (p, pp) = match c.patients {
                 Some(p) => (p.to_string(), format!("{:.1}", pct(p, np))),
                 None => ("-".into(), "-".into()),
             };
-            writeln!(
-                f,
-                "{:<20} {:>8} {:>7.1} {:>9} {:>7}",
-                c.name,
-                c.images,
-                pct(c.images, self.images),
-                p,
-                pp
-            )?;
+            writeln!(f, "{:<20} {:>8} {:>7.1} {:>9} {:>7}", c.name, c.images, pct(c.images, self.images), p, pp)?;
         }
         let (p, pp) = match self.normal_patients {
             Some(p) => (p.to_string(), format!("{:.1}", pct(p, np))),
@@ -200,8 +168,7 @@ impl fmt::Display for Stats {
 pub fn images_per_patient(ds: &dyn Dataset) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for i in 0..ds.len() {
-        *m.entry(ds.patient(i).unwrap_or(ds.image_id(i)).to_string())
-            .or_insert(0) += 1;
+        *m.entry(ds.patient(i).unwrap_or(ds.image_id(i)).to_string()).or_insert(0) += 1;
     }
     m
 }
@@ -219,11 +186,7 @@ pub struct CheckFailure {
 /// sources are decoded at full size; other sources go through [`Dataset::image`] at 8x8.
 pub fn check_images(ds: &dyn Dataset) -> Vec<CheckFailure> {
     use rayon::prelude::*;
-    let tiny = super::Preprocess {
-        channels: 1,
-        size: 8,
-        normalization: super::Normalization::UnitRange,
-    };
+    let tiny = super::Preprocess { channels: 1, size: 8, normalization: super::Normalization::UnitRange };
     let mut failures: Vec<CheckFailure> = (0..ds.len())
         .into_par_iter()
         .filter_map(|i| {

@@ -35,18 +35,11 @@ impl Grey {
     /// A grey image from uint8 pixels (divided by 255).
     pub fn from_u8(width: usize, height: usize, pixels: &[u8]) -> Grey {
         debug_assert_eq!(pixels.len(), width * height);
-        Grey {
-            width,
-            height,
-            data: pixels.iter().map(|&p| p as f32 / 255.0).collect(),
-        }
+        Grey { width, height, data: pixels.iter().map(|&p| p as f32 / 255.0).collect() }
     }
     /// The pixels rounded to uint8.
     pub fn to_u8(&self) -> Vec<u8> {
-        self.data
-            .iter()
-            .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-            .collect()
+        self.data.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
     }
 }
 
@@ -59,18 +52,12 @@ pub fn check_preprocess(preprocess: &Preprocess) -> Result<()> {
         });
     }
     if preprocess.size == 0 {
-        return Err(Error::InvalidArgument {
-            op: "preprocess",
-            detail: "size must be positive".into(),
-        });
+        return Err(Error::InvalidArgument { op: "preprocess", detail: "size must be positive".into() });
     }
     if preprocess.normalization == Normalization::XrayVision && preprocess.channels != 1 {
         return Err(Error::InvalidArgument {
             op: "preprocess",
-            detail: format!(
-                "XrayVision normalisation needs 1 channel, got {}",
-                preprocess.channels
-            ),
+            detail: format!("XrayVision normalisation needs 1 channel, got {}", preprocess.channels),
         });
     }
     Ok(())
@@ -82,8 +69,7 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<Grey> {
     if bytes.is_empty() {
         return Err(Error::data(name, "empty image file"));
     }
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| Error::data(name, format!("cannot decode image: {e}")))?;
+    let img = image::load_from_memory(bytes).map_err(|e| Error::data(name, format!("cannot decode image: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(Error::data(name, "image has zero width or height"));
@@ -93,27 +79,15 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<Grey> {
     const B: f32 = 0.114;
     let data: Vec<f32> = match &img {
         D::ImageLuma8(b) => b.as_raw().iter().map(|&v| v as f32 / 255.0).collect(),
-        D::ImageLumaA8(b) => b
-            .as_raw()
-            .chunks_exact(2)
-            .map(|p| p[0] as f32 / 255.0)
-            .collect(),
+        D::ImageLumaA8(b) => b.as_raw().chunks_exact(2).map(|p| p[0] as f32 / 255.0).collect(),
         D::ImageLuma16(b) => b.as_raw().iter().map(|&v| v as f32 / 65535.0).collect(),
-        D::ImageLumaA16(b) => b
-            .as_raw()
-            .chunks_exact(2)
-            .map(|p| p[0] as f32 / 65535.0)
-            .collect(),
-        D::ImageRgb8(b) => b
-            .as_raw()
-            .chunks_exact(3)
-            .map(|p| (R * p[0] as f32 + G * p[1] as f32 + B * p[2] as f32) / 255.0)
-            .collect(),
-        D::ImageRgba8(b) => b
-            .as_raw()
-            .chunks_exact(4)
-            .map(|p| (R * p[0] as f32 + G * p[1] as f32 + B * p[2] as f32) / 255.0)
-            .collect(),
+        D::ImageLumaA16(b) => b.as_raw().chunks_exact(2).map(|p| p[0] as f32 / 65535.0).collect(),
+        D::ImageRgb8(b) => {
+            b.as_raw().chunks_exact(3).map(|p| (R * p[0] as f32 + G * p[1] as f32 + B * p[2] as f32) / 255.0).collect()
+        }
+        D::ImageRgba8(b) => {
+            b.as_raw().chunks_exact(4).map(|p| (R * p[0] as f32 + G * p[1] as f32 + B * p[2] as f32) / 255.0).collect()
+        }
         D::ImageRgb16(b) => b
             .as_raw()
             .chunks_exact(3)
@@ -124,18 +98,9 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<Grey> {
             .chunks_exact(4)
             .map(|p| (R * p[0] as f32 + G * p[1] as f32 + B * p[2] as f32) / 65535.0)
             .collect(),
-        other => other
-            .to_luma32f()
-            .into_raw()
-            .into_iter()
-            .map(|v| v.clamp(0.0, 1.0))
-            .collect(),
+        other => other.to_luma32f().into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),
     };
-    Ok(Grey {
-        width: w,
-        height: h,
-        data,
-    })
+    Ok(Grey { width: w, height: h, data })
 }
 
 /// Reads and decodes an image file. Errors name the file.
@@ -147,12 +112,7 @@ pub fn load_image(path: &Path) -> Result<Grey> {
 /// Triangle-filter weights for resampling `in_len` samples to `out_len` (PIL's bilinear filter,
 /// widened when shrinking so it averages every input pixel: antialiasing). Only outputs
 /// `offset..offset + count` are computed. Returns, per output, the first input index and weights.
-fn filter_weights(
-    in_len: usize,
-    out_len: usize,
-    offset: usize,
-    count: usize,
-) -> Vec<(usize, Vec<f32>)> {
+fn filter_weights(in_len: usize, out_len: usize, offset: usize, count: usize) -> Vec<(usize, Vec<f32>)> {
     let scale = in_len as f64 / out_len as f64;
     let support = scale.max(1.0);
     let inv = 1.0 / support;
@@ -173,18 +133,13 @@ fn filter_weights(
             } else {
                 // Degenerate (cannot happen for in_len >= 1): nearest pixel.
                 w.iter_mut().for_each(|v| *v = 0.0);
-                let k = ((center as usize).min(in_len - 1))
-                    .saturating_sub(lo)
-                    .min(w.len() - 1);
+                let k = ((center as usize).min(in_len - 1)).saturating_sub(lo).min(w.len() - 1);
                 w[k] = 1.0;
             }
             // Trim zero weights at both ends.
             let first = w.iter().position(|&v| v > 0.0).unwrap_or(0);
             let last = w.iter().rposition(|&v| v > 0.0).unwrap_or(0);
-            (
-                lo + first,
-                w[first..=last].iter().map(|&v| v as f32).collect(),
-            )
+            (lo + first, w[first..=last].iter().map(|&v| v as f32).collect())
         })
         .collect()
 }
@@ -199,12 +154,7 @@ struct Taps {
 
 fn padded_weights(in_len: usize, out_len: usize, offset: usize, count: usize) -> Taps {
     let raw = filter_weights(in_len, out_len, offset, count);
-    let taps = raw
-        .iter()
-        .map(|(_, w)| w.len())
-        .max()
-        .unwrap_or(1)
-        .min(in_len);
+    let taps = raw.iter().map(|(_, w)| w.len()).max().unwrap_or(1).min(in_len);
     let mut starts = Vec::with_capacity(count);
     let mut weights = vec![0f32; count * taps];
     for (i, (s, w)) in raw.iter().enumerate() {
@@ -214,11 +164,7 @@ fn padded_weights(in_len: usize, out_len: usize, offset: usize, count: usize) ->
         }
         starts.push(start);
     }
-    Taps {
-        starts,
-        taps,
-        weights,
-    }
+    Taps { starts, taps, weights }
 }
 
 /// One row of the horizontal pass with a compile-time tap count.
@@ -234,11 +180,7 @@ fn hpass<const T: usize>(src: &[f32], dst: &mut [f32], t: &Taps) {
 }
 
 fn hpass_dyn(src: &[f32], dst: &mut [f32], t: &Taps) {
-    for ((d, &s), w) in dst
-        .iter_mut()
-        .zip(&t.starts)
-        .zip(t.weights.chunks_exact(t.taps))
-    {
+    for ((d, &s), w) in dst.iter_mut().zip(&t.starts).zip(t.weights.chunks_exact(t.taps)) {
         *d = src[s..s + t.taps].iter().zip(w).map(|(a, b)| a * b).sum();
     }
 }
@@ -252,27 +194,16 @@ pub fn resize_crop(img: &Grey, size: usize) -> Grey {
     }
     // Resized dimensions: the shorter side becomes `size`.
     let (rw, rh) = if w <= h {
-        (
-            size,
-            ((h as f64 * size as f64 / w as f64).round() as usize).max(size),
-        )
+        (size, ((h as f64 * size as f64 / w as f64).round() as usize).max(size))
     } else {
-        (
-            ((w as f64 * size as f64 / h as f64).round() as usize).max(size),
-            size,
-        )
+        (((w as f64 * size as f64 / h as f64).round() as usize).max(size), size)
     };
     let (ox, oy) = ((rw - size) / 2, (rh - size) / 2);
     let wx = padded_weights(w, rw, ox, size);
     let wy = padded_weights(h, rh, oy, size);
     // Vertical pass first (whole rows, vectorisable), over full input width.
     let mut tmp = vec![0f32; size * w];
-    for (y, (&start, k)) in wy
-        .starts
-        .iter()
-        .zip(wy.weights.chunks_exact(wy.taps))
-        .enumerate()
-    {
+    for (y, (&start, k)) in wy.starts.iter().zip(wy.weights.chunks_exact(wy.taps)).enumerate() {
         let dst = &mut tmp[y * w..(y + 1) * w];
         for (j, &kw) in k.iter().enumerate() {
             if kw == 0.0 {
@@ -297,11 +228,7 @@ pub fn resize_crop(img: &Grey, size: usize) -> Grey {
             _ => hpass_dyn(src, dst, &wx),
         }
     }
-    Grey {
-        width: size,
-        height: size,
-        data: out,
-    }
+    Grey { width: size, height: size, data: out }
 }
 
 /// The random draws of one augmentation (drawn in a fixed order, so a seed always gives the same
@@ -383,8 +310,7 @@ fn bilinear_clamped(img: &Grey, x: f32, y: f32) -> f32 {
     let (x0f, y0f) = (x.floor(), y.floor());
     let (fx, fy) = (x - x0f, y - y0f);
     let (x0, y0) = (x0f as isize, y0f as isize);
-    let at =
-        |xx: isize, yy: isize| img.data[(yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)) as usize];
+    let at = |xx: isize, yy: isize| img.data[(yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)) as usize];
     let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1, y0) * fx;
     let bottom = at(x0, y0 + 1) * (1.0 - fx) + at(x0 + 1, y0 + 1) * fx;
     top * (1.0 - fy) + bottom * fy
@@ -402,16 +328,11 @@ pub fn normalize(img: &Grey, channels: usize, normalization: Normalization) -> V
                 let (m, s) = if channels == 3 {
                     (IMAGENET_MEAN[c], IMAGENET_STD[c])
                 } else {
-                    (
-                        IMAGENET_MEAN.iter().sum::<f32>() / 3.0,
-                        IMAGENET_STD.iter().sum::<f32>() / 3.0,
-                    )
+                    (IMAGENET_MEAN.iter().sum::<f32>() / 3.0, IMAGENET_STD.iter().sum::<f32>() / 3.0)
                 };
                 out.extend(img.data.iter().map(|&v| (v - m) / s));
             }
-            Normalization::XrayVision => {
-                out.extend(img.data.iter().map(|&v| (2.0 * v - 1.0) * 1024.0))
-            }
+            Normalization::XrayVision => out.extend(img.data.iter().map(|&v| (2.0 * v - 1.0) * 1024.0)),
         }
     }
     out
@@ -419,11 +340,7 @@ pub fn normalize(img: &Grey, channels: usize, normalization: Normalization) -> V
 
 /// Steps 3-4 of the pipeline on an already resized square image: augmentation (when given) and
 /// normalisation.
-pub fn finish(
-    base: &Grey,
-    preprocess: &Preprocess,
-    augmentation: Option<(&Augment, u64)>,
-) -> Result<Vec<f32>> {
+pub fn finish(base: &Grey, preprocess: &Preprocess, augmentation: Option<(&Augment, u64)>) -> Result<Vec<f32>> {
     check_preprocess(preprocess)?;
     if base.width != preprocess.size || base.height != preprocess.size {
         return Err(Error::InvalidArgument {
@@ -435,25 +352,13 @@ pub fn finish(
         });
     }
     match augmentation {
-        Some((aug, seed)) => Ok(normalize(
-            &augment(base, aug, seed),
-            preprocess.channels,
-            preprocess.normalization,
-        )),
-        None => Ok(normalize(
-            base,
-            preprocess.channels,
-            preprocess.normalization,
-        )),
+        Some((aug, seed)) => Ok(normalize(&augment(base, aug, seed), preprocess.channels, preprocess.normalization)),
+        None => Ok(normalize(base, preprocess.channels, preprocess.normalization)),
     }
 }
 
 /// The whole pipeline on a decoded image: resize + crop, augmentation, normalisation.
-pub fn preprocess(
-    img: &Grey,
-    preprocess: &Preprocess,
-    augmentation: Option<(&Augment, u64)>,
-) -> Result<Vec<f32>> {
+pub fn preprocess(img: &Grey, preprocess: &Preprocess, augmentation: Option<(&Augment, u64)>) -> Result<Vec<f32>> {
     check_preprocess(preprocess)?;
     finish(&resize_crop(img, preprocess.size), preprocess, augmentation)
 }

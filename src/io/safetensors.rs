@@ -63,7 +63,10 @@ impl WeightFile {
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         if len < 8 {
-            return Err(Error::format(&path, format!("{len} bytes is too short for a safetensors file (not safetensors?)")));
+            return Err(Error::format(
+                &path,
+                format!("{len} bytes is too short for a safetensors file (not safetensors?)"),
+            ));
         }
         // SAFETY: the mapping is read-only and private to this process; see the module
         // documentation for the (universal) assumption that the file is not rewritten in place.
@@ -305,7 +308,12 @@ fn strip_path(e: &Error, path: &Path) -> String {
 }
 
 fn is_rgb_to_grey(file: &[usize], model: &[usize]) -> bool {
-    file.len() == 4 && model.len() == 4 && file[1] == 3 && model[1] == 1 && file[0] == model[0] && file[2..] == model[2..]
+    file.len() == 4
+        && model.len() == 4
+        && file[1] == 3
+        && model[1] == 1
+        && file[0] == model[0]
+        && file[2..] == model[2..]
 }
 
 /// [O, 3, k, k] -> [O, 1, k, k] by summing over the input channels.

@@ -52,7 +52,7 @@ impl ClassAuroc {
 
 /// Per-class AUROCs of `scores` and `labels`, both [rows x classes] row-major.
 pub fn mean_auroc(scores: &[f32], labels: &[f32], classes: usize) -> ClassAuroc {
-    let rows = if classes == 0 { 0 } else { scores.len() / classes };
+    let rows = scores.len().checked_div(classes).unwrap_or(0);
     let column = |m: &[f32], c: usize| (0..rows).map(|r| m[r * classes + c]).collect::<Vec<f32>>();
     ClassAuroc { per_class: (0..classes).map(|c| auroc(&column(scores, c), &column(labels, c))).collect() }
 }

@@ -33,7 +33,14 @@ pub struct DenseNetConfig {
 impl DenseNetConfig {
     /// DenseNet121: growth 32, blocks [6, 12, 24, 16], 64 initial features, bn_size 4.
     pub fn densenet121(in_channels: usize, classes: usize) -> Self {
-        DenseNetConfig { growth_rate: 32, blocks: vec![6, 12, 24, 16], init_features: 64, bn_size: 4, in_channels, classes }
+        DenseNetConfig {
+            growth_rate: 32,
+            blocks: vec![6, 12, 24, 16],
+            init_features: 64,
+            bn_size: 4,
+            in_channels,
+            classes,
+        }
     }
 }
 
@@ -233,7 +240,10 @@ impl Model for DenseNet {
                 };
                 features.push(layer.forward(&input)?);
             }
-            h = tap(&format!("features.denseblock{}", b + 1), ops::cat_channels(&features.iter().collect::<Vec<_>>())?)?;
+            h = tap(
+                &format!("features.denseblock{}", b + 1),
+                ops::cat_channels(&features.iter().collect::<Vec<_>>())?,
+            )?;
             if let Some(t) = &stage.transition {
                 h = tap(&format!("features.transition{}", b + 1), t.forward(&h)?)?;
             }

@@ -123,7 +123,12 @@ impl Model for Mlp {
         if h.dims()[1] != self.config.inputs {
             return Err(Error::ShapeMismatch {
                 op: "Mlp::forward",
-                detail: format!("input {:?} has {} features, the MLP expects {}", x.dims(), h.dims()[1], self.config.inputs),
+                detail: format!(
+                    "input {:?} has {} features, the MLP expects {}",
+                    x.dims(),
+                    h.dims()[1],
+                    self.config.inputs
+                ),
             });
         }
         for (i, b) in self.blocks.iter().enumerate() {

@@ -90,10 +90,7 @@ impl Architecture {
     pub fn parse(name: &str) -> Result<Architecture> {
         Self::ALL.into_iter().find(|a| a.name() == name).ok_or_else(|| crate::Error::InvalidArgument {
             op: "architecture",
-            detail: format!(
-                "unknown architecture '{name}' (known: {})",
-                Self::ALL.map(|a| a.name()).join(", ")
-            ),
+            detail: format!("unknown architecture '{name}' (known: {})", Self::ALL.map(|a| a.name()).join(", ")),
         })
     }
 
@@ -117,12 +114,18 @@ impl Architecture {
             Architecture::Mlp => Box::new(Mlp::new(with_classes(MlpConfig::chestmnist()), seed, device)?),
             Architecture::MlpDeeper => Box::new(Mlp::new(with_classes(MlpConfig::deeper()), seed, device)?),
             Architecture::MlpWider => Box::new(Mlp::new(with_classes(MlpConfig::wider()), seed, device)?),
-            Architecture::ResNet18 => Box::new(ResNet::new(ResNetConfig::resnet18(in_channels, classes), seed, device)?),
+            Architecture::ResNet18 => {
+                Box::new(ResNet::new(ResNetConfig::resnet18(in_channels, classes), seed, device)?)
+            }
             Architecture::ResNet18Small => {
                 Box::new(ResNet::new(ResNetConfig::resnet18(in_channels, classes).small_stem(), seed, device)?)
             }
-            Architecture::ResNet34 => Box::new(ResNet::new(ResNetConfig::resnet34(in_channels, classes), seed, device)?),
-            Architecture::ResNet50 => Box::new(ResNet::new(ResNetConfig::resnet50(in_channels, classes), seed, device)?),
+            Architecture::ResNet34 => {
+                Box::new(ResNet::new(ResNetConfig::resnet34(in_channels, classes), seed, device)?)
+            }
+            Architecture::ResNet50 => {
+                Box::new(ResNet::new(ResNetConfig::resnet50(in_channels, classes), seed, device)?)
+            }
             Architecture::DenseNet121 => {
                 Box::new(DenseNet::new(DenseNetConfig::densenet121(in_channels, classes), seed, device)?)
             }

@@ -23,9 +23,8 @@ pub fn fold_into_conv(conv: &mut Conv2d, bn: &BatchNorm) -> Result<()> {
         Some(b) => b.to_vec()?,
         None => vec![0.0; scale.len()],
     };
-    let folded_b: Vec<f32> = (0..scale.len())
-        .map(|o| ((old_bias[o] as f64 - mean[o] as f64) * scale[o] + beta[o] as f64) as f32)
-        .collect();
+    let folded_b: Vec<f32> =
+        (0..scale.len()).map(|o| ((old_bias[o] as f64 - mean[o] as f64) * scale[o] + beta[o] as f64) as f32).collect();
     let device = conv.weight.device();
     let requires_grad = conv.weight.requires_grad();
     conv.weight = Tensor::from_vec_on(folded_w, conv.weight.shape().clone(), device)?;

@@ -16,7 +16,8 @@ pub struct Linear {
 impl Linear {
     /// PyTorch's default init: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
     pub fn new(in_features: usize, out_features: usize, bias: bool, seed: u64, device: Device) -> Result<Linear> {
-        let weight = Tensor::torch_default_uniform([out_features, in_features], in_features, seed, device)?.with_grad()?;
+        let weight =
+            Tensor::torch_default_uniform([out_features, in_features], in_features, seed, device)?.with_grad()?;
         let bias = if bias {
             Some(Tensor::torch_default_uniform([out_features], in_features, seed ^ 0xB1A5, device)?.with_grad()?)
         } else {

@@ -55,9 +55,7 @@ pub trait Module: Send + Sync {
     /// Every parameter and buffer with its full name, in definition order.
     fn named_tensors(&self) -> Vec<NamedTensor> {
         let mut out = Vec::new();
-        self.visit("", &mut |name, t, role| {
-            out.push(NamedTensor { name: name.to_string(), tensor: t.clone(), role })
-        });
+        self.visit("", &mut |name, t, role| out.push(NamedTensor { name: name.to_string(), tensor: t.clone(), role }));
         out
     }
 

@@ -29,7 +29,8 @@ impl GradFn for BceBackward {
         let pw = self.pos_weight.as_ref().map(|p| p.storage());
         let cw = self.class_weight.as_ref().map(|p| p.storage());
         let w = BceWeights { pos_weight: pw.as_deref(), class_weight: cw.as_deref() };
-        let g = be.bce_with_logits_backward(&self.logits.storage(), &self.targets.storage(), w, rows, classes, scale)?;
+        let g =
+            be.bce_with_logits_backward(&self.logits.storage(), &self.targets.storage(), w, rows, classes, scale)?;
         Ok(vec![Some(g)])
     }
 }
@@ -67,7 +68,9 @@ pub fn bce_with_logits_weighted(
         }
     }
     let be = logits.backend()?;
-    for (what, t) in [("logits", Some(logits)), ("targets", Some(targets)), ("pos_weight", pos_weight), ("weight", class_weight)] {
+    for (what, t) in
+        [("logits", Some(logits)), ("targets", Some(targets)), ("pos_weight", pos_weight), ("weight", class_weight)]
+    {
         if let Some(t) = t {
             if !be.all_finite(&t.storage())? {
                 return Err(Error::NonFinite { what: format!("{what} reaching bce_with_logits"), step: None });

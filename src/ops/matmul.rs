@@ -103,7 +103,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     }
     if let Some(b) = b {
         if b.dims() != [outf] {
-            return Err(Error::ShapeMismatch { op: "linear", detail: format!("bias {:?}, expected [{outf}]", b.dims()) });
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                detail: format!("bias {:?}, expected [{outf}]", b.dims()),
+            });
         }
     }
     let be = x.backend()?;

@@ -68,7 +68,9 @@ fn norm_shape(x: &Tensor) -> Result<NormShape> {
 pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, training: bool) -> Result<Tensor> {
     same_device("batch_norm", &[x, gamma, beta, &state.running_mean, &state.running_var])?;
     let s = norm_shape(x)?;
-    for (what, t) in [("weight", gamma), ("bias", beta), ("running_mean", &state.running_mean), ("running_var", &state.running_var)] {
+    for (what, t) in
+        [("weight", gamma), ("bias", beta), ("running_mean", &state.running_mean), ("running_var", &state.running_var)]
+    {
         if t.dims() != [s.channels] {
             return Err(Error::ShapeMismatch {
                 op: "batch_norm",

@@ -16,7 +16,8 @@ pub struct CurvePoint {
 }
 
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -41,13 +42,13 @@ pub fn training_curves(path: &Path, points: &[CurvePoint]) -> Result<()> {
             .build_cartesian_2d(0u64..last_step, lo..hi)?;
         loss.configure_mesh().x_desc("step").y_desc("BCE loss").light_line_style(WHITE.mix(0.0)).draw()?;
         let train: Vec<(u64, f64)> = points.iter().map(|p| (p.step, p.train_loss)).collect();
-        loss.draw_series(LineSeries::new(train, BLUE.stroke_width(2)))?.label("train").legend(|(x, y)| {
-            PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2))
-        });
+        loss.draw_series(LineSeries::new(train, BLUE.stroke_width(2)))?
+            .label("train")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
         let val: Vec<(u64, f64)> = points.iter().filter_map(|p| p.val_loss.map(|v| (p.step, v))).collect();
-        loss.draw_series(LineSeries::new(val, RED.stroke_width(2)))?.label("validation").legend(|(x, y)| {
-            PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2))
-        });
+        loss.draw_series(LineSeries::new(val, RED.stroke_width(2)))?
+            .label("validation")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
         loss.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
 
         let aurocs: Vec<(u64, f64)> = points.iter().filter_map(|p| p.val_auroc.map(|a| (p.step, a))).collect();

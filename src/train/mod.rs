@@ -7,7 +7,7 @@ pub mod state;
 pub mod trainer;
 pub mod weights;
 
+pub use config::{PosWeightMode, ScheduleKind, TrainConfig};
 pub use optim::{clip_grad_norm, Optimizer, OptimizerConfig, OptimizerKind};
 pub use schedule::{Decay, LrSchedule};
-pub use config::{PosWeightMode, ScheduleKind, TrainConfig};
 pub use trainer::{train, LogRow, Observer, PrintObserver, StepReport, StopReason, TrainSummary};

@@ -50,6 +50,9 @@ impl OptimizerConfig {
     }
 }
 
+/// Named host copies of optimizer buffers.
+pub type NamedBuffers = Vec<(String, Vec<f32>)>;
+
 /// Per-parameter state: SGD uses `a` as its momentum buffer; Adam uses `a` = m, `b` = v.
 struct Slot {
     param: NamedTensor,
@@ -140,7 +143,7 @@ impl Optimizer {
 
     /// The optimizer state as named host vectors (`<param>.exp_avg`, `<param>.exp_avg_sq`,
     /// `<param>.momentum_buffer`) plus the step count, for checkpoints and exact resumption.
-    pub fn state(&self) -> Result<(u64, Vec<(String, Vec<f32>)>)> {
+    pub fn state(&self) -> Result<(u64, NamedBuffers)> {
         let (a_name, b_name) = self.state_names();
         let mut out = Vec::new();
         for s in &self.slots {
@@ -167,7 +170,11 @@ impl Optimizer {
                     if v.len() != s.param.tensor.numel() {
                         return Err(Error::InvalidArgument {
                             op: "Optimizer::load_state",
-                            detail: format!("{key} has {} values for a parameter of {}", v.len(), s.param.tensor.numel()),
+                            detail: format!(
+                                "{key} has {} values for a parameter of {}",
+                                v.len(),
+                                s.param.tensor.numel()
+                            ),
                         });
                     }
                     *slot = be.copy_from_host(v)?;

@@ -67,7 +67,12 @@ impl TrainState {
         self.optimizer_steps = steps;
         let tensors: Vec<OutTensor> = buffers
             .into_iter()
-            .map(|(name, values)| OutTensor { name, dtype: DType::F32, shape: vec![values.len()], bytes: DType::F32.encode_le(&values) })
+            .map(|(name, values)| OutTensor {
+                name,
+                dtype: DType::F32,
+                shape: vec![values.len()],
+                bytes: DType::F32.encode_le(&values),
+            })
             .collect();
         let json = serde_json::to_string(self).map_err(|e| Error::format(path, format!("cannot encode state: {e}")))?;
         let bytes = serialize(&tensors, HashMap::from([(META_KEY.to_string(), json)]), path)?;

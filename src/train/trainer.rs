@@ -231,7 +231,8 @@ impl<'a> Run<'a> {
             model.set_trainable(&|name| !name.starts_with(&head), false)?;
             observer.message(&format!("backbone frozen: training only {}*", head));
         }
-        let trainable: usize = model.parameters().iter().filter(|p| p.tensor.requires_grad()).map(|p| p.tensor.numel()).sum();
+        let trainable: usize =
+            model.parameters().iter().filter(|p| p.tensor.requires_grad()).map(|p| p.tensor.numel()).sum();
         observer.message(&format!(
             "model: {arch}, {} parameters ({trainable} trainable), input {}x{}x{}",
             model.parameter_count(),
@@ -240,7 +241,11 @@ impl<'a> Run<'a> {
             config.image_size
         ));
 
-        let train = Loader::new(source.train.clone(), config.preprocess(), train_loader_options(config, source.train.as_ref()))?;
+        let train = Loader::new(
+            source.train.clone(),
+            config.preprocess(),
+            train_loader_options(config, source.train.as_ref()),
+        )?;
         let val = Loader::new(source.val.clone(), config.preprocess(), eval_loader_options(config))?;
         let per_epoch = train.num_batches() as u64;
         if per_epoch == 0 {
@@ -293,13 +298,11 @@ impl<'a> Run<'a> {
                 self.state.batch_in_epoch = batch_index + 1;
                 let epoch_done = batch_index + 1 == batches;
                 let due = match self.config.validate_every {
-                    Some(n) => self.state.step % n.max(1) == 0,
+                    Some(n) => self.state.step.is_multiple_of(n.max(1)),
                     None => epoch_done,
                 };
-                if due || self.state.step == total {
-                    if self.validate_and_save()? {
-                        return Ok(StopReason::EarlyStopped);
-                    }
+                if (due || self.state.step == total) && self.validate_and_save()? {
+                    return Ok(StopReason::EarlyStopped);
                 }
                 if self.stop.load(Ordering::Relaxed) {
                     self.save_last()?;
@@ -443,7 +446,9 @@ impl<'a> Run<'a> {
             in_channels: self.config.channels,
             num_classes: FINDINGS.len(),
             input_size: Some(self.config.image_size),
-            normalization: serde_json::to_value(self.config.normalization).ok().and_then(|v| v.as_str().map(String::from)),
+            normalization: serde_json::to_value(self.config.normalization)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from)),
             labels: FINDINGS.iter().map(|s| s.to_string()).collect(),
             thresholds: None,
             pos_weight: self.weights.pos_weight.clone(),
@@ -493,11 +498,17 @@ impl<'a> Run<'a> {
         if Some(state.step) != meta.step {
             return Err(Error::format(
                 &last,
-                format!("is from step {:?} but {} is from step {}: the run folder is inconsistent", meta.step, STATE_FILE, state.step),
+                format!(
+                    "is from step {:?} but {} is from step {}: the run folder is inconsistent",
+                    meta.step, STATE_FILE, state.step
+                ),
             ));
         }
         self.model.set_dropout_calls(&state.dropout_calls);
-        self.observer.message(&format!("resumed from step {} (epoch {}, batch {})", state.step, state.epoch, state.batch_in_epoch));
+        self.observer.message(&format!(
+            "resumed from step {} (epoch {}, batch {})",
+            state.step, state.epoch, state.batch_in_epoch
+        ));
         self.state = state;
         Ok(())
     }
@@ -516,7 +527,12 @@ impl<'a> Run<'a> {
             .state
             .history
             .iter()
-            .map(|r| CurvePoint { step: r.step, train_loss: r.train_loss, val_loss: Some(r.val_loss), val_auroc: r.val_auroc })
+            .map(|r| CurvePoint {
+                step: r.step,
+                train_loss: r.train_loss,
+                val_loss: Some(r.val_loss),
+                val_auroc: r.val_auroc,
+            })
             .collect();
         training_curves(&self.run_dir.join("curves.png"), &points)
     }

@@ -38,7 +38,8 @@ pub fn class_weights(ds: &dyn Dataset, classes: usize, mode: PosWeightMode) -> C
     let mut w = ClassWeights::default();
     let degenerate: Vec<usize> = (0..classes).filter(|&c| pos[c] == 0 || pos[c] == n).collect();
     if !degenerate.is_empty() {
-        let names: Vec<String> = degenerate.iter().map(|&c| format!("{} ({} of {n} positive)", class_name(c), pos[c])).collect();
+        let names: Vec<String> =
+            degenerate.iter().map(|&c| format!("{} ({} of {n} positive)", class_name(c), pos[c])).collect();
         w.warnings.push(format!(
             "no positives or no negatives in the training split for {}: their loss is left unweighted and their AUROC cannot be computed",
             names.join(", ")
@@ -54,16 +55,13 @@ pub fn class_weights(ds: &dyn Dataset, classes: usize, mode: PosWeightMode) -> C
         PosWeightMode::Balanced => {
             // Loss = w_pos * y * (-log p) + w_neg * (1 - y) * (-log(1 - p)) with w_pos = freq(neg),
             // w_neg = freq(pos): as BCE, class_weight = w_neg and pos_weight = w_pos / w_neg.
-            let (mut pw, mut cw) = (Vec::new(), Vec::new());
-            for c in 0..classes {
-                let (w_pos, w_neg) = if ok(c) {
-                    ((n - pos[c]) as f32 / n as f32, pos[c] as f32 / n as f32)
-                } else {
-                    (1.0, 1.0)
-                };
-                pw.push(w_pos / w_neg);
-                cw.push(w_neg);
-            }
+            let (pw, cw): (Vec<f32>, Vec<f32>) = (0..classes)
+                .map(|c| {
+                    let (w_pos, w_neg) =
+                        if ok(c) { ((n - pos[c]) as f32 / n as f32, pos[c] as f32 / n as f32) } else { (1.0, 1.0) };
+                    (w_pos / w_neg, w_neg)
+                })
+                .unzip();
             w.pos_weight = Some(pw);
             w.class_weight = Some(cw);
         }

@@ -14,17 +14,13 @@ use cxr::Tensor;
 /// `n` values uniform in [lo, hi) from `seed` (deterministic).
 pub fn rand_vec(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
     let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| (lo as f64 + (hi - lo) as f64 * rng.uniform()) as f32)
-        .collect()
+    (0..n).map(|_| (lo as f64 + (hi - lo) as f64 * rng.uniform()) as f32).collect()
 }
 
 /// `n` values from the small integer set {-k..=k} (scaled by `step`): many exact ties.
 pub fn rand_ties(n: usize, seed: u64, k: i64, step: f32) -> Vec<f32> {
     let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| (rng.below((2 * k + 1) as u64) as i64 - k) as f32 * step)
-        .collect()
+    (0..n).map(|_| (rng.below((2 * k + 1) as u64) as i64 - k) as f32 * step).collect()
 }
 
 /// `n` pairwise-distinct values, a random permutation of `offset + spacing * i`: arg-max and
@@ -36,9 +32,7 @@ pub fn distinct_vec(n: usize, seed: u64, spacing: f32, offset: f32) -> Vec<f32> 
         let j = rng.below(i as u64 + 1) as usize;
         idx.swap(i, j);
     }
-    idx.into_iter()
-        .map(|i| offset + spacing * i as f32)
-        .collect()
+    idx.into_iter().map(|i| offset + spacing * i as f32).collect()
 }
 
 /// Values uniform in [0.05, 1.5) with a random sign: never within 0.05 of zero (ReLU's kink).
@@ -87,24 +81,14 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 
 /// Largest |a - e| / max(|e|, 1e-12) (relative error) over the two slices.
 pub fn max_rel_err(actual: &[f32], expected: &[f64]) -> f64 {
-    actual
-        .iter()
-        .zip(expected)
-        .map(|(&a, &e)| (a as f64 - e).abs() / e.abs().max(1e-12))
-        .fold(0.0, f64::max)
+    actual.iter().zip(expected).map(|(&a, &e)| (a as f64 - e).abs() / e.abs().max(1e-12)).fold(0.0, f64::max)
 }
 
 /// Panics unless every |actual - expected| <= atol + rtol * |expected| (and shapes agree, and
 /// NaN/inf appear in the same places). `what` names the comparison in the message.
 #[track_caller]
 pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], rtol: f64, atol: f64) {
-    assert_eq!(
-        actual.len(),
-        expected.len(),
-        "{what}: length {} vs expected {}",
-        actual.len(),
-        expected.len()
-    );
+    assert_eq!(actual.len(), expected.len(), "{what}: length {} vs expected {}", actual.len(), expected.len());
     let mut bad = Vec::new();
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let a = a as f64;
@@ -120,11 +104,7 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], rtol: f64, ato
         }
     }
     if !bad.is_empty() {
-        let shown: Vec<String> = bad
-            .iter()
-            .take(8)
-            .map(|(i, a, e)| format!("[{i}] got {a:e} want {e:e}"))
-            .collect();
+        let shown: Vec<String> = bad.iter().take(8).map(|(i, a, e)| format!("[{i}] got {a:e} want {e:e}")).collect();
         panic!(
             "{what}: {} of {} elements outside atol {atol:e} + rtol {rtol:e}: {}",
             bad.len(),
@@ -144,46 +124,29 @@ pub fn assert_close32(what: &str, actual: &[f32], expected: &[f32], rtol: f64, a
 
 /// torch.relu: max(x, 0), NaN propagates.
 pub fn relu_ref(x: &[f32]) -> Vec<f64> {
-    x.iter()
-        .map(|&v| if v.is_nan() || v > 0.0 { v as f64 } else { 0.0 })
-        .collect()
+    x.iter().map(|&v| if v.is_nan() || v > 0.0 { v as f64 } else { 0.0 }).collect()
 }
 
 /// d relu (PyTorch's threshold_backward): 0 where relu(x) <= 0, else dy (so dy passes at NaN;
 /// the subgradient at 0 is 0).
 pub fn relu_backward_ref(x: &[f32], dy: &[f32]) -> Vec<f64> {
-    x.iter()
-        .zip(dy)
-        .map(|(&x, &d)| if x <= 0.0 { 0.0 } else { d as f64 })
-        .collect()
+    x.iter().zip(dy).map(|(&x, &d)| if x <= 0.0 { 0.0 } else { d as f64 }).collect()
 }
 
 pub fn sigmoid_ref(x: &[f32]) -> Vec<f64> {
-    x.iter()
-        .map(|&v| 1.0 / (1.0 + (-(v as f64)).exp()))
-        .collect()
+    x.iter().map(|&v| 1.0 / (1.0 + (-(v as f64)).exp())).collect()
 }
 
 pub fn sigmoid_backward_ref(x: &[f32], dy: &[f32]) -> Vec<f64> {
-    sigmoid_ref(x)
-        .iter()
-        .zip(dy)
-        .map(|(&s, &d)| d as f64 * s * (1.0 - s))
-        .collect()
+    sigmoid_ref(x).iter().zip(dy).map(|(&s, &d)| d as f64 * s * (1.0 - s)).collect()
 }
 
 pub fn add_ref(a: &[f32], b: &[f32]) -> Vec<f64> {
-    a.iter()
-        .zip(b)
-        .map(|(&a, &b)| a as f64 + b as f64)
-        .collect()
+    a.iter().zip(b).map(|(&a, &b)| a as f64 + b as f64).collect()
 }
 
 pub fn mul_ref(a: &[f32], b: &[f32]) -> Vec<f64> {
-    a.iter()
-        .zip(b)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .collect()
+    a.iter().zip(b).map(|(&a, &b)| a as f64 * b as f64).collect()
 }
 
 /// C[m, n] = A[m, k] B[k, n].
@@ -213,14 +176,7 @@ pub fn transpose_ref(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// torch.nn.functional.linear: y[r, o] = sum_i x[r, i] w[o, i] + b[o].
-pub fn linear_ref(
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    rows: usize,
-    inf: usize,
-    outf: usize,
-) -> Vec<f64> {
+pub fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usize, inf: usize, outf: usize) -> Vec<f64> {
     let mut y = vec![0.0; rows * outf];
     for r in 0..rows {
         for o in 0..outf {
@@ -295,12 +251,7 @@ pub fn conv2d_ref(
 ) -> (Vec<f64>, Nchw) {
     let oh = (s.h + 2 * pad - kh) / stride + 1;
     let ow = (s.w + 2 * pad - kw) / stride + 1;
-    let o = Nchw {
-        n: s.n,
-        c: out_c,
-        h: oh,
-        w: ow,
-    };
+    let o = Nchw { n: s.n, c: out_c, h: oh, w: ow };
     let mut y = vec![0.0; o.len()];
     for n in 0..s.n {
         for co in 0..out_c {
@@ -351,17 +302,12 @@ pub fn batch_norm_train_ref(
         for ch in 0..c {
             for p in 0..plane {
                 let i = (b * c + ch) * plane + p;
-                y[i] = (x[i] as f64 - mean[ch]) / (var[ch] + eps).sqrt() * gamma[ch] as f64
-                    + beta[ch] as f64;
+                y[i] = (x[i] as f64 - mean[ch]) / (var[ch] + eps).sqrt() * gamma[ch] as f64 + beta[ch] as f64;
             }
         }
     }
-    let rm = (0..c)
-        .map(|ch| (1.0 - momentum) * running_mean[ch] as f64 + momentum * mean[ch])
-        .collect();
-    let rv = (0..c)
-        .map(|ch| (1.0 - momentum) * running_var[ch] as f64 + momentum * var[ch] * m / (m - 1.0))
-        .collect();
+    let rm = (0..c).map(|ch| (1.0 - momentum) * running_mean[ch] as f64 + momentum * mean[ch]).collect();
+    let rv = (0..c).map(|ch| (1.0 - momentum) * running_var[ch] as f64 + momentum * var[ch] * m / (m - 1.0)).collect();
     (y, rm, rv)
 }
 
@@ -397,8 +343,7 @@ pub fn batch_norm_eval_ref(
             let inv = 1.0 / (running_var[ch] as f64 + eps).sqrt();
             for p in 0..plane {
                 let i = (b * c + ch) * plane + p;
-                y[i] = (x[i] as f64 - running_mean[ch] as f64) * inv * gamma[ch] as f64
-                    + beta[ch] as f64;
+                y[i] = (x[i] as f64 - running_mean[ch] as f64) * inv * gamma[ch] as f64 + beta[ch] as f64;
             }
         }
     }
@@ -453,19 +398,8 @@ pub fn out_size(input: usize, kernel: usize, stride: usize, pad: usize) -> usize
 
 /// Max pool (PyTorch, floor mode): padding acts as -inf; returns the output and, per output, the
 /// flat input index of the FIRST maximum of its window in row-major window order.
-pub fn max_pool2d_ref(
-    x: &[f32],
-    s: Nchw,
-    k: usize,
-    stride: usize,
-    pad: usize,
-) -> (Vec<f64>, Vec<usize>, Nchw) {
-    let o = Nchw {
-        n: s.n,
-        c: s.c,
-        h: out_size(s.h, k, stride, pad),
-        w: out_size(s.w, k, stride, pad),
-    };
+pub fn max_pool2d_ref(x: &[f32], s: Nchw, k: usize, stride: usize, pad: usize) -> (Vec<f64>, Vec<usize>, Nchw) {
+    let o = Nchw { n: s.n, c: s.c, h: out_size(s.h, k, stride, pad), w: out_size(s.w, k, stride, pad) };
     let mut y = vec![0.0; o.len()];
     let mut arg = vec![usize::MAX; o.len()];
     for n in 0..s.n {
@@ -508,12 +442,7 @@ pub fn max_pool2d_backward_ref(argmax: &[usize], dy: &[f32], input_len: usize) -
 
 /// Average pool (PyTorch defaults: floor mode, count_include_pad=True so the divisor is k*k).
 pub fn avg_pool2d_ref(x: &[f32], s: Nchw, k: usize, stride: usize, pad: usize) -> (Vec<f64>, Nchw) {
-    let o = Nchw {
-        n: s.n,
-        c: s.c,
-        h: out_size(s.h, k, stride, pad),
-        w: out_size(s.w, k, stride, pad),
-    };
+    let o = Nchw { n: s.n, c: s.c, h: out_size(s.h, k, stride, pad), w: out_size(s.w, k, stride, pad) };
     let mut y = vec![0.0; o.len()];
     for n in 0..s.n {
         for c in 0..s.c {
@@ -538,19 +467,8 @@ pub fn avg_pool2d_ref(x: &[f32], s: Nchw, k: usize, stride: usize, pad: usize) -
 }
 
 /// Average pool backward: dy / (k*k) spread over each window's in-bounds inputs.
-pub fn avg_pool2d_backward_ref(
-    dy: &[f32],
-    s: Nchw,
-    k: usize,
-    stride: usize,
-    pad: usize,
-) -> Vec<f64> {
-    let o = Nchw {
-        n: s.n,
-        c: s.c,
-        h: out_size(s.h, k, stride, pad),
-        w: out_size(s.w, k, stride, pad),
-    };
+pub fn avg_pool2d_backward_ref(dy: &[f32], s: Nchw, k: usize, stride: usize, pad: usize) -> Vec<f64> {
+    let o = Nchw { n: s.n, c: s.c, h: out_size(s.h, k, stride, pad), w: out_size(s.w, k, stride, pad) };
     let mut dx = vec![0.0; s.len()];
     for n in 0..s.n {
         for c in 0..s.c {
@@ -577,13 +495,7 @@ pub fn avg_pool2d_backward_ref(
 pub fn global_avg_pool_ref(x: &[f32], s: Nchw) -> Vec<f64> {
     let plane = s.h * s.w;
     (0..s.n * s.c)
-        .map(|r| {
-            x[r * plane..(r + 1) * plane]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>()
-                / plane as f64
-        })
+        .map(|r| x[r * plane..(r + 1) * plane].iter().map(|&v| v as f64).sum::<f64>() / plane as f64)
         .collect()
 }
 
@@ -608,13 +520,7 @@ pub fn dropout_ref(x: &[f32], p: f32, seed: u64) -> Vec<f64> {
     let keep = 1.0 / (1.0 - p);
     x.iter()
         .enumerate()
-        .map(|(i, &v)| {
-            if cxr::backend::philox::uniform(seed, i as u64) < p {
-                0.0
-            } else {
-                (v * keep) as f64
-            }
-        })
+        .map(|(i, &v)| if cxr::backend::philox::uniform(seed, i as u64) < p { 0.0 } else { (v * keep) as f64 })
         .collect()
 }
 
@@ -641,12 +547,7 @@ pub fn bce_ref(x: &[f32], t: &[f32], pos_weight: Option<&[f32]>, classes: usize)
 }
 
 /// d(mean BCE)/dx = [(1 - t) sigmoid(x) - pw t sigmoid(-x)] / len.
-pub fn bce_backward_ref(
-    x: &[f32],
-    t: &[f32],
-    pos_weight: Option<&[f32]>,
-    classes: usize,
-) -> Vec<f64> {
+pub fn bce_backward_ref(x: &[f32], t: &[f32], pos_weight: Option<&[f32]>, classes: usize) -> Vec<f64> {
     let len = x.len() as f64;
     x.iter()
         .zip(t)
@@ -673,20 +574,12 @@ pub struct GradInput {
 
 /// An input whose gradient is checked.
 pub fn var(data: Vec<f32>, dims: &[usize]) -> GradInput {
-    GradInput {
-        data,
-        dims: dims.to_vec(),
-        requires_grad: true,
-    }
+    GradInput { data, dims: dims.to_vec(), requires_grad: true }
 }
 
 /// A constant input (no gradient; checked to receive none).
 pub fn constant(data: Vec<f32>, dims: &[usize]) -> GradInput {
-    GradInput {
-        data,
-        dims: dims.to_vec(),
-        requires_grad: false,
-    }
+    GradInput { data, dims: dims.to_vec(), requires_grad: false }
 }
 
 /// Finite-difference step and acceptance: each element passes when
@@ -700,18 +593,10 @@ pub struct Tol {
 
 /// For ops that are (piecewise) linear in each input element, where central differences are exact
 /// up to f32 rounding of the forward: step 1e-2, atol 5e-4, rtol 1e-3.
-pub const LINEAR_TOL: Tol = Tol {
-    eps: 1e-2,
-    atol: 5e-4,
-    rtol: 1e-3,
-};
+pub const LINEAR_TOL: Tol = Tol { eps: 1e-2, atol: 5e-4, rtol: 1e-3 };
 /// For smooth nonlinear ops (sigmoid, batch norm, BCE, chains): step 1e-2 (truncation error
 /// O(eps^2)), atol 1e-3, rtol 1e-2.
-pub const SMOOTH_TOL: Tol = Tol {
-    eps: 1e-2,
-    atol: 1e-3,
-    rtol: 1e-2,
-};
+pub const SMOOTH_TOL: Tol = Tol { eps: 1e-2, atol: 1e-3, rtol: 1e-2 };
 
 /// Checks the gradients autograd computes for `f` against central differences.
 ///
@@ -742,47 +627,26 @@ where
     assert!(y.requires_grad(), "{name}: output does not require grad");
     let r = rand_vec(y.numel(), seed, -1.0, 1.0);
     let r_t = Tensor::from_vec(r.clone(), y.shape().clone()).expect("seed tensor");
-    y.backward_with(&r_t)
-        .unwrap_or_else(|e| panic!("{name}: backward failed: {e}"));
+    y.backward_with(&r_t).unwrap_or_else(|e| panic!("{name}: backward failed: {e}"));
     drop(y);
 
     let loss = |data: &[Vec<f32>]| -> f64 {
         let _guard = cxr::no_grad();
-        let ts: Vec<Tensor> = data
-            .iter()
-            .zip(inputs)
-            .map(|(d, i)| tensor(d.clone(), &i.dims))
-            .collect();
+        let ts: Vec<Tensor> = data.iter().zip(inputs).map(|(d, i)| tensor(d.clone(), &i.dims)).collect();
         let y = f(&ts).unwrap_or_else(|e| panic!("{name}: forward (numeric) failed: {e}"));
-        assert!(
-            !y.requires_grad(),
-            "{name}: output under no_grad requires grad"
-        );
-        host(&y)
-            .iter()
-            .zip(&r)
-            .map(|(&v, &r)| v as f64 * r as f64)
-            .sum()
+        assert!(!y.requires_grad(), "{name}: output under no_grad requires grad");
+        host(&y).iter().zip(&r).map(|(&v, &r)| v as f64 * r as f64).sum()
     };
 
     let mut worst = 0.0f64;
     let mut data: Vec<Vec<f32>> = inputs.iter().map(|i| i.data.clone()).collect();
     for (k, (input, leaf)) in inputs.iter().zip(&leaves).enumerate() {
         if !input.requires_grad {
-            assert!(
-                leaf.grad().is_none(),
-                "{name}: constant input {k} received a gradient"
-            );
+            assert!(leaf.grad().is_none(), "{name}: constant input {k} received a gradient");
             continue;
         }
-        let g = leaf
-            .grad()
-            .unwrap_or_else(|| panic!("{name}: input {k} has no gradient"));
-        assert_eq!(
-            g.dims(),
-            &input.dims[..],
-            "{name}: gradient {k} has the wrong shape"
-        );
+        let g = leaf.grad().unwrap_or_else(|| panic!("{name}: input {k} has no gradient"));
+        assert_eq!(g.dims(), &input.dims[..], "{name}: gradient {k} has the wrong shape");
         let analytic = host(&g);
         let mut failures = Vec::new();
         for j in 0..input.data.len() {

@@ -32,11 +32,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let budget = if args.quick { Budget::quick() } else { Budget::standard() };
     if !args.json {
-        println!(
-            "cxr bench: {} threads, SIMD level {}",
-            cxr::num_threads(),
-            SimdLevel::current().name()
-        );
+        println!("cxr bench: {} threads, SIMD level {}", cxr::num_threads(), SimdLevel::current().name());
     }
     let emit = |rows: Vec<Measurement>| {
         if args.json {

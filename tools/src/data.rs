@@ -90,11 +90,7 @@ pub fn run(args: &DataArgs) -> Result<()> {
             let start = std::time::Instant::now();
             let failures = check_images(ds.as_ref());
             for f in &failures {
-                let path = f
-                    .path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| f.image.clone());
+                let path = f.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| f.image.clone());
                 println!("FAILED {path}: {}", f.error);
             }
             println!(

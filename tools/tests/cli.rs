@@ -21,15 +21,18 @@ fn help_lists_the_commands() {
 
 #[test]
 fn bench_json_lines_have_the_documented_fields() {
-    let (ok, stdout, stderr) = run(&["--threads", "2", "bench", "--quick", "--json", "--only", "gemm", "--gemm-sizes", "32,64"]);
+    let (ok, stdout, stderr) =
+        run(&["--threads", "2", "bench", "--quick", "--json", "--only", "gemm", "--gemm-sizes", "32,64"]);
     assert!(ok, "{stderr}");
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
     assert_eq!(lines.len(), 2);
     for (line, n) in lines.iter().zip([32, 64]) {
         assert_eq!(line["name"], format!("gemm.{n}"));
         assert_eq!(line["threads"], 2);
         assert_eq!(line["unit"], "ms");
-        let (min, med, max) = (line["min"].as_f64().unwrap(), line["median"].as_f64().unwrap(), line["max"].as_f64().unwrap());
+        let (min, med, max) =
+            (line["min"].as_f64().unwrap(), line["median"].as_f64().unwrap(), line["max"].as_f64().unwrap());
         assert!(0.0 < min && min <= med && med <= max, "{line}");
         assert!(line["gflops"].as_f64().unwrap() > 0.0);
     }
@@ -64,7 +67,8 @@ fn info_shows_a_checkpoint() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mlp.safetensors");
     let model = Architecture::Mlp.build(1, 14, 0, cxr::Device::Cpu).unwrap();
-    let meta = CheckpointMeta { format: 1, architecture: "mlp".into(), in_channels: 1, num_classes: 14, ..Default::default() };
+    let meta =
+        CheckpointMeta { format: 1, architecture: "mlp".into(), in_channels: 1, num_classes: 14, ..Default::default() };
     save_checkpoint(&path, model.as_ref(), &meta, cxr::DType::F16).unwrap();
     let (ok, stdout, stderr) = run(&["info", path.to_str().unwrap()]);
     assert!(ok, "{stderr}");

@@ -15,8 +15,7 @@ pub fn concat_channels(parts: &[(&[f32], usize)], batch: usize, plane: usize) ->
 
 /// Splits [N, sum C_i, plane] back into its channel blocks.
 pub fn split_channels(x: &[f32], channels: &[usize], batch: usize, plane: usize) -> Vec<Vec<f32>> {
-    let mut outs: Vec<Vec<f32>> =
-        channels.iter().map(|&c| Vec::with_capacity(batch * c * plane)).collect();
+    let mut outs: Vec<Vec<f32>> = channels.iter().map(|&c| Vec::with_capacity(batch * c * plane)).collect();
     let mut offset = 0;
     for _ in 0..batch {
         for (out, &c) in outs.iter_mut().zip(channels) {

@@ -13,8 +13,8 @@ pub mod pool;
 pub mod simd;
 
 use super::{
-    AdamStep, BceWeights, SgdStep, Backend, BatchNormGrads, BatchNormSaved, Conv2dGeometry, Device, Layout, NormShape,
-    Pool2dGeometry, Storage,
+    AdamStep, Backend, BatchNormGrads, BatchNormSaved, BceWeights, Conv2dGeometry, Device, Layout, NormShape,
+    Pool2dGeometry, SgdStep, Storage,
 };
 use crate::error::{Error, Result};
 use simd::SimdLevel;
@@ -127,13 +127,7 @@ impl Backend for CpuBackend {
         Ok(Storage::Cpu(matmul::transpose2d(host(x)?, rows, cols)))
     }
 
-    fn conv2d_forward(
-        &self,
-        g: &Conv2dGeometry,
-        x: &Storage,
-        w: &Storage,
-        bias: Option<&Storage>,
-    ) -> Result<Storage> {
+    fn conv2d_forward(&self, g: &Conv2dGeometry, x: &Storage, w: &Storage, bias: Option<&Storage>) -> Result<Storage> {
         let mut y = vec![0.0; g.output_len()];
         conv::conv2d_forward(self.level, g, host(x)?, host(w)?, host_opt(bias)?, &mut y);
         Ok(Storage::Cpu(y))
@@ -207,15 +201,8 @@ impl Backend for CpuBackend {
         inv_std: &Storage,
         batch_stats: bool,
     ) -> Result<BatchNormGrads> {
-        let (dx, dgamma, dbeta) = norm::batch_norm_backward(
-            s,
-            host(x)?,
-            host(dy)?,
-            host(gamma)?,
-            host(mean)?,
-            host(inv_std)?,
-            batch_stats,
-        );
+        let (dx, dgamma, dbeta) =
+            norm::batch_norm_backward(s, host(x)?, host(dy)?, host(gamma)?, host(mean)?, host(inv_std)?, batch_stats);
         Ok(BatchNormGrads { input: Storage::Cpu(dx), gamma: Storage::Cpu(dgamma), beta: Storage::Cpu(dbeta) })
     }
     fn inv_std(&self, var: &Storage, eps: f32) -> Result<Storage> {
@@ -242,17 +229,10 @@ impl Backend for CpuBackend {
     }
 
     fn concat_channels(&self, parts: &[(&Storage, usize)], batch: usize, plane: usize) -> Result<Storage> {
-        let parts: Vec<(&[f32], usize)> =
-            parts.iter().map(|(s, c)| Ok((host(s)?, *c))).collect::<Result<_>>()?;
+        let parts: Vec<(&[f32], usize)> = parts.iter().map(|(s, c)| Ok((host(s)?, *c))).collect::<Result<_>>()?;
         Ok(Storage::Cpu(concat::concat_channels(&parts, batch, plane)))
     }
-    fn split_channels(
-        &self,
-        x: &Storage,
-        channels: &[usize],
-        batch: usize,
-        plane: usize,
-    ) -> Result<Vec<Storage>> {
+    fn split_channels(&self, x: &Storage, channels: &[usize], batch: usize, plane: usize) -> Result<Vec<Storage>> {
         let parts = concat::split_channels(host(x)?, channels, batch, plane);
         Ok(parts.into_iter().map(Storage::Cpu).collect())
     }
@@ -264,7 +244,14 @@ impl Backend for CpuBackend {
         optim::sgd_step(host_mut(param)?, host(grad)?, host_mut(momentum_buf)?, h);
         Ok(())
     }
-    fn adam_step(&self, param: &mut Storage, grad: &Storage, m: &mut Storage, v: &mut Storage, h: &AdamStep) -> Result<()> {
+    fn adam_step(
+        &self,
+        param: &mut Storage,
+        grad: &Storage,
+        m: &mut Storage,
+        v: &mut Storage,
+        h: &AdamStep,
+    ) -> Result<()> {
         optim::adam_step(host_mut(param)?, host(grad)?, host_mut(m)?, host_mut(v)?, h);
         Ok(())
     }

@@ -26,25 +26,15 @@ fn plane(x: &[f32], s: NormShape, n: usize, c: usize) -> &[f32] {
 }
 
 /// y = (x - mean[c]) * inv_std[c] * gamma[c] + beta[c], over every (n, c) plane in parallel.
-pub fn normalize(
-    s: NormShape,
-    x: &[f32],
-    mean: &[f32],
-    inv_std: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-) -> Vec<f32> {
+pub fn normalize(s: NormShape, x: &[f32], mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
     let plane_len = s.plane.max(1);
-    y.par_chunks_mut(plane_len)
-        .zip(x.par_chunks(plane_len))
-        .enumerate()
-        .for_each(|(i, (y, x))| {
-            let c = i % s.channels;
-            let scale = inv_std[c] * gamma[c];
-            let shift = beta[c] - mean[c] * scale;
-            y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * scale + shift);
-        });
+    y.par_chunks_mut(plane_len).zip(x.par_chunks(plane_len)).enumerate().for_each(|(i, (y, x))| {
+        let c = i % s.channels;
+        let scale = inv_std[c] * gamma[c];
+        let shift = beta[c] - mean[c] * scale;
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * scale + shift);
+    });
     y
 }
 
@@ -115,10 +105,8 @@ pub fn batch_norm_backward(
     let count = s.per_channel() as f32;
     let mut dx = vec![0.0; x.len()];
     let plane_len = s.plane.max(1);
-    dx.par_chunks_mut(plane_len)
-        .zip(x.par_chunks(plane_len).zip(dy.par_chunks(plane_len)))
-        .enumerate()
-        .for_each(|(i, (dx, (x, dy)))| {
+    dx.par_chunks_mut(plane_len).zip(x.par_chunks(plane_len).zip(dy.par_chunks(plane_len))).enumerate().for_each(
+        |(i, (dx, (x, dy)))| {
             let c = i % s.channels;
             let k = gamma[c] * inv_std[c];
             if batch_stats {
@@ -131,6 +119,7 @@ pub fn batch_norm_backward(
             } else {
                 dx.iter_mut().zip(dy).for_each(|(o, &d)| *o = k * d);
             }
-        });
+        },
+    );
     (dx, dgamma, dbeta)
 }

@@ -33,9 +33,10 @@ pub fn sgd_step(p: &mut [f32], grad: &[f32], buf: &mut Vec<f32>, h: &SgdStep) {
             .zip(grad.par_chunks(CHUNK))
             .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, &g)| update(p, g, None)));
     } else {
-        p.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(buf.par_chunks_mut(CHUNK)).for_each(|((p, g), b)| {
-            p.iter_mut().zip(g).zip(b).for_each(|((p, &g), b)| update(p, g, Some(b)))
-        });
+        p.par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK))
+            .zip(buf.par_chunks_mut(CHUNK))
+            .for_each(|((p, g), b)| p.iter_mut().zip(g).zip(b).for_each(|((p, &g), b)| update(p, g, Some(b))));
     }
 }
 

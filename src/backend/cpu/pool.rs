@@ -9,10 +9,7 @@ fn window(g: &Pool2dGeometry, oy: usize, ox: usize) -> (std::ops::Range<usize>, 
     let y0 = (oy * g.stride) as isize - g.pad as isize;
     let x0 = (ox * g.stride) as isize - g.pad as isize;
     let clamp = |v: isize, hi: usize| v.clamp(0, hi as isize) as usize;
-    (
-        clamp(y0, g.in_h)..clamp(y0 + g.kernel as isize, g.in_h),
-        clamp(x0, g.in_w)..clamp(x0 + g.kernel as isize, g.in_w),
-    )
+    (clamp(y0, g.in_h)..clamp(y0 + g.kernel as isize, g.in_h), clamp(x0, g.in_w)..clamp(x0 + g.kernel as isize, g.in_w))
 }
 
 /// Index (within the plane) of the first maximum of the window; NaN wins as in PyTorch.
@@ -53,15 +50,13 @@ pub fn max_pool2d_backward(g: &Pool2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32
     let (oh, ow) = (g.out_h(), g.out_w());
     let in_plane = g.in_h * g.in_w;
     let mut dx = vec![0.0; g.input_len()];
-    dx.par_chunks_mut(in_plane)
-        .zip(x.par_chunks(in_plane).zip(dy.par_chunks(oh * ow)))
-        .for_each(|(dx, (x, dy))| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    dx[argmax(g, x, oy, ox)] += dy[oy * ow + ox];
-                }
+    dx.par_chunks_mut(in_plane).zip(x.par_chunks(in_plane).zip(dy.par_chunks(oh * ow))).for_each(|(dx, (x, dy))| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                dx[argmax(g, x, oy, ox)] += dy[oy * ow + ox];
             }
-        });
+        }
+    });
     dx
 }
 

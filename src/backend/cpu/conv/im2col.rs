@@ -28,35 +28,16 @@ pub(super) fn segments(q: Range<usize>, plane: usize) -> Vec<Segment> {
         .map(|n| {
             let a = q.start.max(n * plane);
             let b = q.end.min((n + 1) * plane);
-            Segment {
-                n,
-                p0: a - n * plane,
-                len: b - a,
-                col: a - q.start,
-            }
+            Segment { n, p0: a - n * plane, len: b - a, col: a - q.start }
         })
         .collect()
 }
 
 /// The output positions `lo..hi` (along one axis) whose input position `o * stride + k - pad`
 /// falls inside `0..in_len`.
-fn valid_range(
-    k: usize,
-    pad: usize,
-    stride: usize,
-    in_len: usize,
-    out_len: usize,
-) -> (usize, usize) {
-    let lo = if k >= pad {
-        0
-    } else {
-        (pad - k).div_ceil(stride)
-    };
-    let hi = if in_len + pad <= k {
-        0
-    } else {
-        ((in_len - 1 + pad - k) / stride + 1).min(out_len)
-    };
+fn valid_range(k: usize, pad: usize, stride: usize, in_len: usize, out_len: usize) -> (usize, usize) {
+    let lo = if k >= pad { 0 } else { (pad - k).div_ceil(stride) };
+    let hi = if in_len + pad <= k { 0 } else { ((in_len - 1 + pad - k) / stride + 1).min(out_len) };
     (lo.min(out_len), hi.max(lo.min(out_len)))
 }
 
@@ -69,14 +50,7 @@ fn split_row(g: &Conv2dGeometry, r: usize) -> (usize, usize, usize) {
 /// One unrolled row (tap ky, kx) for output pixels `p0..p0 + dst.len()` of one image, walked
 /// output row by output row: zeros where the window hangs over the padding, else a strided
 /// read of the input row.
-fn im2col_strided(
-    g: &Conv2dGeometry,
-    plane: &[f32],
-    ky: usize,
-    kx: usize,
-    p0: usize,
-    dst: &mut [f32],
-) {
+fn im2col_strided(g: &Conv2dGeometry, plane: &[f32], ky: usize, kx: usize, p0: usize, dst: &mut [f32]) {
     let (ow, sw) = (g.out_w(), g.stride_w);
     let (ylo, yhi) = valid_range(ky, g.pad_h, g.stride_h, g.in_h, g.out_h());
     let (xlo, xhi) = valid_range(kx, g.pad_w, sw, g.in_w, ow);
@@ -107,28 +81,15 @@ fn im2col_strided(
         let src = &row[a * sw + kx - g.pad_w..];
         match sw {
             1 => mid.copy_from_slice(&src[..mid.len()]),
-            2 => mid
-                .iter_mut()
-                .zip(src.chunks(2))
-                .for_each(|(v, pair)| *v = pair[0]),
-            _ => mid
-                .iter_mut()
-                .zip(src.iter().step_by(sw))
-                .for_each(|(v, x)| *v = *x),
+            2 => mid.iter_mut().zip(src.chunks(2)).for_each(|(v, pair)| *v = pair[0]),
+            _ => mid.iter_mut().zip(src.iter().step_by(sw)).for_each(|(v, x)| *v = *x),
         }
     }
 }
 
 /// The inverse of `im2col_strided`: adds one unrolled row into the plane where the window is
 /// inside the image.
-fn col2im_strided(
-    g: &Conv2dGeometry,
-    src: &[f32],
-    ky: usize,
-    kx: usize,
-    p0: usize,
-    plane: &mut [f32],
-) {
+fn col2im_strided(g: &Conv2dGeometry, src: &[f32], ky: usize, kx: usize, p0: usize, plane: &mut [f32]) {
     let (ow, sw) = (g.out_w(), g.stride_w);
     let (ylo, yhi) = valid_range(ky, g.pad_h, g.stride_h, g.in_h, g.out_h());
     let (xlo, xhi) = valid_range(kx, g.pad_w, sw, g.in_w, ow);
@@ -150,15 +111,8 @@ fn col2im_strided(
         let vals = &piece[a - ox0..b - ox0];
         match sw {
             1 => dst.iter_mut().zip(vals).for_each(|(d, v)| *d += v),
-            2 => dst
-                .chunks_mut(2)
-                .zip(vals)
-                .for_each(|(pair, v)| pair[0] += v),
-            _ => dst
-                .iter_mut()
-                .step_by(sw)
-                .zip(vals)
-                .for_each(|(d, v)| *d += v),
+            2 => dst.chunks_mut(2).zip(vals).for_each(|(pair, v)| pair[0] += v),
+            _ => dst.iter_mut().step_by(sw).zip(vals).for_each(|(d, v)| *d += v),
         }
     }
 }
@@ -211,14 +165,7 @@ fn for_each_invalid_col(
 
 /// One unrolled row of a same-width conv: a shifted copy of the plane, then the columns that
 /// wrapped in from the neighbouring row are zeroed.
-fn im2col_same(
-    g: &Conv2dGeometry,
-    plane: &[f32],
-    ky: usize,
-    kx: usize,
-    p0: usize,
-    dst: &mut [f32],
-) {
+fn im2col_same(g: &Conv2dGeometry, plane: &[f32], ky: usize, kx: usize, p0: usize, dst: &mut [f32]) {
     let end = p0 + dst.len();
     let (off, a, b, valid) = shifted_span(g, ky, kx, p0, end);
     dst[..a - p0].fill(0.0);
@@ -233,38 +180,21 @@ fn im2col_same(
 
 /// The inverse of `im2col_same`: adds the row into the plane. `src` is scratch, so the wrapped
 /// columns are zeroed in it first and the add is one contiguous pass.
-fn col2im_same(
-    g: &Conv2dGeometry,
-    src: &mut [f32],
-    ky: usize,
-    kx: usize,
-    p0: usize,
-    plane: &mut [f32],
-) {
+fn col2im_same(g: &Conv2dGeometry, src: &mut [f32], ky: usize, kx: usize, p0: usize, plane: &mut [f32]) {
     let (off, a, b, valid) = shifted_span(g, ky, kx, p0, p0 + src.len());
     if a == b {
         return;
     }
     for_each_invalid_col(g.out_w(), p0, a, b, valid, |r| src[r].fill(0.0));
     let dst = (a as isize + off) as usize;
-    for (d, s) in plane[dst..dst + (b - a)]
-        .iter_mut()
-        .zip(&src[a - p0..b - p0])
-    {
+    for (d, s) in plane[dst..dst + (b - a)].iter_mut().zip(&src[a - p0..b - p0]) {
         *d += s;
     }
 }
 
 /// Fills `cols` (row stride `ld`) with unrolled rows `rows` of input `x` (the whole NCHW batch)
 /// for the pixel segments `segs`.
-pub(super) fn im2col(
-    g: &Conv2dGeometry,
-    x: &[f32],
-    rows: Range<usize>,
-    segs: &[Segment],
-    cols: &mut [f32],
-    ld: usize,
-) {
+pub(super) fn im2col(g: &Conv2dGeometry, x: &[f32], rows: Range<usize>, segs: &[Segment], cols: &mut [f32], ld: usize) {
     let hw = g.in_h * g.in_w;
     let same = is_same_width(g);
     for (i, r) in rows.enumerate() {

@@ -43,14 +43,7 @@ const BLOCK_ALIGN: usize = 32;
 const WHOLE_MAX: usize = 1 << 20;
 
 /// y = conv(x, w) + bias. `y` is overwritten.
-pub fn conv2d_forward(
-    level: SimdLevel,
-    g: &Conv2dGeometry,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
+pub fn conv2d_forward(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (q_total, c_out) = (g.batch * plane_out(g), g.out_channels);
     if q_total == 0 || c_out == 0 {
         return;
@@ -63,37 +56,19 @@ pub fn conv2d_forward(
         return;
     }
     // A block count that is a multiple of the thread count, so no thread idles at the end.
-    let nq = if budget_blocks < 4 * target {
-        budget_blocks.next_multiple_of(target)
-    } else {
-        budget_blocks
-    };
-    let blocks = ranges(
-        q_total,
-        block_len(q_total, q_total.div_ceil(nq).max(MIN_BLOCK)),
-    );
+    let nq = if budget_blocks < 4 * target { budget_blocks.next_multiple_of(target) } else { budget_blocks };
+    let blocks = ranges(q_total, block_len(q_total, q_total.div_ceil(nq).max(MIN_BLOCK)));
     let groups = even_ranges(c_out, target.div_ceil(blocks.len()).min(c_out.div_ceil(16)));
-    let tasks: Vec<(Range<usize>, Range<usize>)> = blocks
-        .iter()
-        .flat_map(|b| groups.iter().map(move |c| (b.clone(), c.clone())))
-        .collect();
+    let tasks: Vec<(Range<usize>, Range<usize>)> =
+        blocks.iter().flat_map(|b| groups.iter().map(move |c| (b.clone(), c.clone()))).collect();
     let out = SharedOut::new(&mut y[..g.output_len()]);
-    tasks
-        .into_par_iter()
-        .for_each(|(q, co)| forward_block(level, g, x, w, bias, q, co, &out));
+    tasks.into_par_iter().for_each(|(q, co)| forward_block(level, g, x, w, bias, q, co, &out));
 }
 
 /// Forward for few output pixels (late layers at small batch): the whole batch is unrolled once
 /// (in parallel) and one GEMM, parallel inside, covers every output channel. Splitting tasks
 /// by output channel instead would unroll the same columns once per task.
-fn forward_whole(
-    level: SimdLevel,
-    g: &Conv2dGeometry,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
+fn forward_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (k, plane, c_out) = (unrolled_len(g), plane_out(g), g.out_channels);
     let q = g.batch * plane;
     let segs = segments(0..q, plane);
@@ -103,11 +78,9 @@ fn forward_whole(
             MatRef::normal(x, plane)
         } else {
             let band = k.div_ceil(task_target());
-            cols.par_chunks_mut(band * q)
-                .enumerate()
-                .for_each(|(i, c)| {
-                    im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
-                });
+            cols.par_chunks_mut(band * q).enumerate().for_each(|(i, c)| {
+                im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
+            });
             MatRef::normal(cols, q)
         };
         let a = MatRef::normal(w, k);
@@ -179,13 +152,7 @@ fn forward_block(
 }
 
 /// dx = conv_transpose(dy, w). `dx` is overwritten.
-pub fn conv2d_backward_input(
-    level: SimdLevel,
-    g: &Conv2dGeometry,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-) {
+pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let plane = plane_out(g);
     if g.input_len() == 0 {
         return;
@@ -199,18 +166,11 @@ pub fn conv2d_backward_input(
     let per_group = MIN_REDUCTION_BLOCK.div_ceil(plane).min(g.batch);
     let images = ranges(g.batch, per_group);
     let target = task_target();
-    let chans = even_ranges(
-        g.in_channels,
-        target.div_ceil(images.len()).min(g.in_channels),
-    );
-    let tasks: Vec<(Range<usize>, Range<usize>)> = images
-        .iter()
-        .flat_map(|n| chans.iter().map(move |c| (n.clone(), c.clone())))
-        .collect();
+    let chans = even_ranges(g.in_channels, target.div_ceil(images.len()).min(g.in_channels));
+    let tasks: Vec<(Range<usize>, Range<usize>)> =
+        images.iter().flat_map(|n| chans.iter().map(move |c| (n.clone(), c.clone()))).collect();
     let out = SharedOut::new(&mut dx[..g.input_len()]);
-    tasks
-        .into_par_iter()
-        .for_each(|(n, ci)| backward_input_task(level, g, dy, w, n, ci, &out));
+    tasks.into_par_iter().for_each(|(n, ci)| backward_input_task(level, g, dy, w, n, ci, &out));
 }
 
 /// One backward-input task: input channels `ci` of images `n`.
@@ -235,17 +195,7 @@ fn backward_input_task(
     if is_pointwise(g) {
         for img in n {
             let b = MatRef::normal(&dy[img * g.out_channels * plane..], plane);
-            sgemm(
-                level,
-                m,
-                plane,
-                g.out_channels,
-                a,
-                b,
-                0.0,
-                planes(img),
-                plane,
-            );
+            sgemm(level, m, plane, g.out_channels, a, b, 0.0, planes(img), plane);
         }
         return;
     }
@@ -253,26 +203,11 @@ fn backward_input_task(
         planes(img).fill(0.0);
     }
     let q = n.start * plane..n.end * plane;
-    let nb = block_len(
-        q.len(),
-        (BLOCK_BYTES / 4 / (m + g.out_channels)).max(MIN_BLOCK),
-    );
+    let nb = block_len(q.len(), (BLOCK_BYTES / 4 / (m + g.out_channels)).max(MIN_BLOCK));
     for blk in ranges(q.len(), nb) {
         let segs = segments(q.start + blk.start..q.start + blk.end, plane);
         with_scratch(Slot::Cols, m * blk.len(), |cols| {
-            with_dy_block(g, dy, &segs, |b| {
-                sgemm(
-                    level,
-                    m,
-                    blk.len(),
-                    g.out_channels,
-                    a,
-                    b,
-                    0.0,
-                    cols,
-                    blk.len(),
-                )
-            });
+            with_dy_block(g, dy, &segs, |b| sgemm(level, m, blk.len(), g.out_channels, a, b, 0.0, cols, blk.len()));
             for s in &segs {
                 col2im(g, cols, blk.len(), ci.clone(), s, planes(s.n));
             }
@@ -281,13 +216,7 @@ fn backward_input_task(
 }
 
 /// dw = correlation of x with dy, summed over the batch. `dw` is overwritten.
-pub fn conv2d_backward_weight(
-    level: SimdLevel,
-    g: &Conv2dGeometry,
-    x: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-) {
+pub fn conv2d_backward_weight(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (k, c_out, q_total) = (unrolled_len(g), g.out_channels, g.batch * plane_out(g));
     if g.weight_len() == 0 {
         return;
@@ -339,23 +268,11 @@ fn weight_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw:
     let segs = segments(0..q, plane);
     with_scratch(Slot::Cols, k * q, |cols| {
         let band = k.div_ceil(task_target());
-        cols.par_chunks_mut(band * q)
-            .enumerate()
-            .for_each(|(i, c)| {
-                im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
-            });
+        cols.par_chunks_mut(band * q).enumerate().for_each(|(i, c)| {
+            im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
+        });
         with_dy_block(g, dy, &segs, |a| {
-            sgemm(
-                level,
-                c_out,
-                k,
-                q,
-                a,
-                MatRef::transposed(cols, q),
-                0.0,
-                dw,
-                k,
-            );
+            sgemm(level, c_out, k, q, a, MatRef::transposed(cols, q), 0.0, dw, k);
         });
     });
 }
@@ -373,47 +290,21 @@ fn weight_band(
 ) {
     let (plane, m, mc) = (plane_out(g), rows.len(), co.len());
     let q_total = g.batch * plane;
-    let nb = block_len(
-        q_total,
-        (BLOCK_BYTES / 4 / (m + mc)).max(MIN_REDUCTION_BLOCK),
-    );
+    let nb = block_len(q_total, (BLOCK_BYTES / 4 / (m + mc)).max(MIN_REDUCTION_BLOCK));
     for (i, blk) in ranges(q_total, nb).into_iter().enumerate() {
         let beta = if i == 0 { 0.0 } else { 1.0 };
         let segs = segments(blk.clone(), plane);
         let len = blk.len();
         with_dy_block(g, dy, &segs, |a| {
-            let a = MatRef {
-                data: &a.data[co.start * a.ld..],
-                ..a
-            };
+            let a = MatRef { data: &a.data[co.start * a.ld..], ..a };
             if is_pointwise(g) && segs.len() == 1 {
                 let s = segs[0];
                 let xb = &x[(s.n * g.in_channels + rows.start) * plane + s.p0..];
-                sgemm(
-                    level,
-                    mc,
-                    m,
-                    len,
-                    a,
-                    MatRef::transposed(xb, plane),
-                    beta,
-                    c,
-                    m,
-                );
+                sgemm(level, mc, m, len, a, MatRef::transposed(xb, plane), beta, c, m);
             } else {
                 with_scratch(Slot::Cols, m * len, |cols| {
                     im2col(g, x, rows.clone(), &segs, cols, len);
-                    sgemm(
-                        level,
-                        mc,
-                        m,
-                        len,
-                        a,
-                        MatRef::transposed(cols, len),
-                        beta,
-                        c,
-                        m,
-                    );
+                    sgemm(level, mc, m, len, a, MatRef::transposed(cols, len), beta, c, m);
                 });
             }
         });
@@ -422,12 +313,7 @@ fn weight_band(
 
 /// Calls `f` with dY restricted to the pixels of `segs` as a [C_out x pixels] GEMM operand: read
 /// in place when the block lies in one image, else gathered into scratch.
-fn with_dy_block<R>(
-    g: &Conv2dGeometry,
-    dy: &[f32],
-    segs: &[Segment],
-    f: impl FnOnce(MatRef<'_>) -> R,
-) -> R {
+fn with_dy_block<R>(g: &Conv2dGeometry, dy: &[f32], segs: &[Segment], f: impl FnOnce(MatRef<'_>) -> R) -> R {
     let (plane, c_out) = (plane_out(g), g.out_channels);
     if let [s] = segs {
         return f(MatRef::normal(&dy[s.n * c_out * plane + s.p0..], plane));
@@ -447,10 +333,7 @@ pub fn conv2d_backward_bias(g: &Conv2dGeometry, dy: &[f32], db: &mut [f32]) {
         let sum: f64 = (0..g.batch)
             .map(|n| {
                 let start = (n * g.out_channels + co) * plane;
-                dy[start..start + plane]
-                    .iter()
-                    .map(|&v| f64::from(v))
-                    .sum::<f64>()
+                dy[start..start + plane].iter().map(|&v| f64::from(v)).sum::<f64>()
             })
             .sum();
         *d = sum as f32;
@@ -459,12 +342,7 @@ pub fn conv2d_backward_bias(g: &Conv2dGeometry, dy: &[f32], db: &mut [f32]) {
 
 /// A 1x1, stride-1, unpadded conv: the image itself is the unrolled matrix.
 fn is_pointwise(g: &Conv2dGeometry) -> bool {
-    g.kernel_h == 1
-        && g.kernel_w == 1
-        && g.stride_h == 1
-        && g.stride_w == 1
-        && g.pad_h == 0
-        && g.pad_w == 0
+    g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0
 }
 
 /// Rows of the unrolled matrix: C_in * kh * kw.
@@ -490,24 +368,16 @@ fn task_target() -> usize {
 
 /// A block length near `want`, rounded up to `BLOCK_ALIGN`, and at most `total`.
 fn block_len(total: usize, want: usize) -> usize {
-    want.div_ceil(BLOCK_ALIGN)
-        .saturating_mul(BLOCK_ALIGN)
-        .clamp(1, total.max(1))
+    want.div_ceil(BLOCK_ALIGN).saturating_mul(BLOCK_ALIGN).clamp(1, total.max(1))
 }
 
 /// `0..total` cut into pieces of `len` (the last one shorter).
 fn ranges(total: usize, len: usize) -> Vec<Range<usize>> {
-    (0..total)
-        .step_by(len.max(1))
-        .map(|s| s..(s + len).min(total))
-        .collect()
+    (0..total).step_by(len.max(1)).map(|s| s..(s + len).min(total)).collect()
 }
 
 /// `0..total` cut into `parts` pieces of nearly equal length (fewer if `total` is smaller).
 fn even_ranges(total: usize, parts: usize) -> Vec<Range<usize>> {
     let parts = parts.clamp(1, total.max(1));
-    (0..parts)
-        .map(|i| i * total / parts..(i + 1) * total / parts)
-        .filter(|r| !r.is_empty())
-        .collect()
+    (0..parts).map(|i| i * total / parts..(i + 1) * total / parts).filter(|r| !r.is_empty()).collect()
 }

@@ -56,11 +56,7 @@ unsafe impl Sync for SharedOut<'_> {}
 
 impl<'a> SharedOut<'a> {
     pub(super) fn new(out: &'a mut [f32]) -> Self {
-        SharedOut {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
-            _borrow: PhantomData,
-        }
+        SharedOut { ptr: out.as_mut_ptr(), len: out.len(), _borrow: PhantomData }
     }
 
     /// The elements `start..start + len`, bounds-checked.
@@ -69,10 +65,7 @@ impl<'a> SharedOut<'a> {
     /// No two slices alive at the same time (on any thread) may overlap.
     #[allow(clippy::mut_from_ref)]
     pub(super) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
-        assert!(
-            start <= self.len && len <= self.len - start,
-            "SharedOut range out of bounds"
-        );
+        assert!(start <= self.len && len <= self.len - start, "SharedOut range out of bounds");
         // SAFETY: the range is inside the borrowed slice (checked above) and the caller
         // guarantees no other live slice overlaps it.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }

@@ -78,11 +78,7 @@ impl Drop for PackBuf {
         // `try_with` because a buffer dropped during thread teardown has nowhere to go.
         let _ = self.slot.key().try_with(|spare| {
             let other = spare.take();
-            spare.set(if other.len() > lines.len() {
-                other
-            } else {
-                lines
-            });
+            spare.set(if other.len() > lines.len() { other } else { lines });
         });
     }
 }

@@ -116,11 +116,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     let (m_panels, n_panels) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
     let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
     let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
     // Equal k blocks (e.g. 576 = 3 x 192, not 256 + 256 + 64) keep every kernel call long.
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
     let share_a = n >= m;
@@ -141,11 +137,8 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     let shared = &*shared;
 
     // Tiles: `strips` along the locally packed dimension, each cut into `cuts` pieces.
-    let (local_panels, shared_panels, target) = if share_a {
-        (n_panels, m_panels, K::NB / K::NR)
-    } else {
-        (m_panels, n_panels, K::MB / K::MR)
-    };
+    let (local_panels, shared_panels, target) =
+        if share_a { (n_panels, m_panels, K::NB / K::NR) } else { (m_panels, n_panels, K::MB / K::MR) };
     let (strips, cuts) = plan_tiles(local_panels, shared_panels, target, threads);
     let cptr = CPtr(c.as_mut_ptr());
     let run = |t: usize| {
@@ -197,9 +190,7 @@ fn pack_shared(
         let kc = kc_max.min(k - p0);
         let (block, tail) = rest.split_at_mut(panels * w * kc);
         rest = tail;
-        let job = |(i, group): (usize, &mut [f32])| {
-            pack(group, src, i * group_panels * w, extent, p0, kc)
-        };
+        let job = |(i, group): (usize, &mut [f32])| pack(group, src, i * group_panels * w, extent, p0, kc);
         let group_len = group_panels * w * kc;
         if parallel {
             block.par_chunks_mut(group_len).enumerate().for_each(job);
@@ -220,12 +211,7 @@ fn split(i: usize, parts: usize, total: usize) -> Range<usize> {
 /// are cut further until they divide evenly among the threads (or are numerous enough that work
 /// stealing evens them out): more strips while they stay at least `MIN_STRIP_PANELS` wide,
 /// otherwise more cuts, which costs packing the same local block once per cut.
-fn plan_tiles(
-    local_panels: usize,
-    shared_panels: usize,
-    target: usize,
-    threads: usize,
-) -> (usize, usize) {
+fn plan_tiles(local_panels: usize, shared_panels: usize, target: usize, threads: usize) -> (usize, usize) {
     const MIN_STRIP_PANELS: usize = 4;
     let mut strips = local_panels.div_ceil(target);
     let mut cuts = 1;

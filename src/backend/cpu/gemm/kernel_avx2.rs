@@ -53,14 +53,7 @@ impl MicroKernel for Avx2 {
 /// # Safety
 /// The CPU supports AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn pack<const W: usize>(
-    dst: &mut [f32],
-    src: StripSource<'_>,
-    w0: usize,
-    extent: usize,
-    p0: usize,
-    kc: usize,
-) {
+unsafe fn pack<const W: usize>(dst: &mut [f32], src: StripSource<'_>, w0: usize, extent: usize, p0: usize, kc: usize) {
     pack_panels::<W>(dst, src, w0, extent, p0, kc);
 }
 

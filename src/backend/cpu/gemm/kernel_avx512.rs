@@ -59,14 +59,7 @@ impl MicroKernel for Avx512 {
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn pack<const W: usize>(
-    dst: &mut [f32],
-    src: StripSource<'_>,
-    w0: usize,
-    extent: usize,
-    p0: usize,
-    kc: usize,
-) {
+unsafe fn pack<const W: usize>(dst: &mut [f32], src: StripSource<'_>, w0: usize, extent: usize, p0: usize, kc: usize) {
     if src.w_contiguous {
         pack_panels::<W>(dst, src, w0, extent, p0, kc);
         return;
@@ -81,14 +74,7 @@ unsafe fn pack<const W: usize>(
 /// whose element (w, p) is at `w * ld + p`, into `dst[p * W + w]`: 16 strips by 16 k steps at a
 /// time are loaded as rows, transposed in registers and stored as k-step vectors.
 #[target_feature(enable = "avx512f")]
-fn pack_strided<const W: usize>(
-    dst: &mut [f32],
-    src: StripSource<'_>,
-    w0: usize,
-    width: usize,
-    p0: usize,
-    kc: usize,
-) {
+fn pack_strided<const W: usize>(dst: &mut [f32], src: StripSource<'_>, w0: usize, width: usize, p0: usize, kc: usize) {
     // These two checks make every access below in bounds.
     let dst = &mut dst[..kc * W];
     let last = (w0 + width - 1) * src.ld + p0 + kc;
@@ -229,11 +215,8 @@ unsafe fn store(dst: *mut f32, v: __m512, mask: __mmask16, beta: f32) {
     }
     // SAFETY: masked accesses touch only enabled lanes, which the caller vouches for.
     unsafe {
-        let out = if beta == 0.0 {
-            v
-        } else {
-            _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, dst), v)
-        };
+        let out =
+            if beta == 0.0 { v } else { _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, dst), v) };
         _mm512_mask_storeu_ps(dst, mask, out);
     }
 }

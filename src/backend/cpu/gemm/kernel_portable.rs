@@ -38,12 +38,7 @@ impl MicroKernel for Portable {
     ) {
         // SAFETY: the caller guarantees `kc * MR` readable floats at `a` and `kc * NR` at `b`,
         // not written meanwhile (they are the packed buffers, shared read-only).
-        let (a, b) = unsafe {
-            (
-                std::slice::from_raw_parts(a, kc * MR),
-                std::slice::from_raw_parts(b, kc * NR),
-            )
-        };
+        let (a, b) = unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
         let acc = multiply(a, b);
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
             // SAFETY: row r < rows of the tile is valid for `cols` floats and no one else

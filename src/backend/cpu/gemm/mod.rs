@@ -44,19 +44,11 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A matrix stored row-major as written, with leading dimension `ld`.
     pub fn normal(data: &'a [f32], ld: usize) -> Self {
-        MatRef {
-            data,
-            ld,
-            layout: Layout::Normal,
-        }
+        MatRef { data, ld, layout: Layout::Normal }
     }
     /// A matrix stored transposed (the logical matrix is the transpose of the stored one).
     pub fn transposed(data: &'a [f32], ld: usize) -> Self {
-        MatRef {
-            data,
-            ld,
-            layout: Layout::Transposed,
-        }
+        MatRef { data, ld, layout: Layout::Transposed }
     }
 
     /// Panics unless the slice holds a logical `rows x cols` matrix with this layout and `ld`.
@@ -67,11 +59,7 @@ impl<'a> MatRef<'a> {
         };
         assert!(self.ld >= inner, "sgemm: {what}.ld = {} < {inner}", self.ld);
         let needed = (outer - 1) * self.ld + inner;
-        assert!(
-            self.data.len() >= needed,
-            "sgemm: {what} has {} elements, needs {needed}",
-            self.data.len()
-        );
+        assert!(self.data.len() >= needed, "sgemm: {what} has {} elements, needs {needed}", self.data.len());
     }
 }
 
@@ -99,26 +87,14 @@ pub fn sgemm(
     // write lies inside `c[..(m - 1) * ldc + n]`.
     assert!(ldc >= n, "sgemm: ldc = {ldc} < n = {n}");
     let c_needed = (m - 1) * ldc + n;
-    assert!(
-        c.len() >= c_needed,
-        "sgemm: C has {} elements, needs {c_needed}",
-        c.len()
-    );
+    assert!(c.len() >= c_needed, "sgemm: C has {} elements, needs {c_needed}", c.len());
     if k == 0 {
         scale_c(m, n, beta, c, ldc);
         return;
     }
     a.check("A", m, k);
     b.check("B", k, n);
-    let problem = driver::Problem {
-        m,
-        n,
-        k,
-        a,
-        b,
-        beta,
-        ldc,
-    };
+    let problem = driver::Problem { m, n, k, a, b, beta, ldc };
     // `sgemm` is safe to call with any level, so the CPU features are checked here (a cached
     // atomic load each) rather than trusted: the SIMD kernels are only sound where they exist.
     match level {
@@ -128,9 +104,7 @@ pub fn sgemm(
             unsafe { driver::gemm::<kernel_avx512::Avx512>(&problem, c) }
         }
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 | SimdLevel::Avx2
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") =>
-        {
+        SimdLevel::Avx512 | SimdLevel::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => {
             // SAFETY: AVX2 and FMA were just detected.
             unsafe { driver::gemm::<kernel_avx2::Avx2>(&problem, c) }
         }

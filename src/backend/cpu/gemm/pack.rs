@@ -25,20 +25,12 @@ pub(super) struct StripSource<'a> {
 impl<'a> StripSource<'a> {
     /// A (m x k) cut into row strips: w = i.
     pub(super) fn rows_of_a(a: MatRef<'a>) -> Self {
-        StripSource {
-            data: a.data,
-            ld: a.ld,
-            w_contiguous: a.layout == Layout::Transposed,
-        }
+        StripSource { data: a.data, ld: a.ld, w_contiguous: a.layout == Layout::Transposed }
     }
 
     /// B (k x n) cut into column strips: w = j.
     pub(super) fn cols_of_b(b: MatRef<'a>) -> Self {
-        StripSource {
-            data: b.data,
-            ld: b.ld,
-            w_contiguous: b.layout == Layout::Normal,
-        }
+        StripSource { data: b.data, ld: b.ld, w_contiguous: b.layout == Layout::Normal }
     }
 }
 
@@ -124,14 +116,7 @@ fn prefetch(v: &f32) {
 /// source rows is read as a short contiguous run and the destination block (`P * W` floats) stays
 /// in L1 while it is filled.
 #[inline(always)]
-fn pack_strided<const W: usize>(
-    dst: &mut [f32],
-    src: StripSource<'_>,
-    w0: usize,
-    width: usize,
-    p0: usize,
-    kc: usize,
-) {
+fn pack_strided<const W: usize>(dst: &mut [f32], src: StripSource<'_>, w0: usize, width: usize, p0: usize, kc: usize) {
     const P: usize = 16;
     for (block, out) in dst.chunks_mut(P * W).enumerate() {
         let pb = block * P;
