@@ -365,3 +365,20 @@ fn results_are_deterministic() {
         assert!(case.run(SimdLevel::best_supported()) == first);
     }
 }
+
+/// Late-network shapes of DenseNet121 and ResNet50 at small inputs: many channels over a tiny
+/// plane, batch 2, 1x1 stride-1 (the pointwise path) and 3x3. Every output is checked.
+#[test]
+fn small_plane_wide_channel_shapes() {
+    let shapes = [
+        geometry(2, 1024, 512, 4, 4, 1, 1, 0),
+        geometry(2, 544, 128, 2, 2, 1, 1, 0),
+        geometry(2, 128, 32, 2, 2, 3, 1, 1),
+        geometry(2, 2048, 512, 2, 2, 1, 1, 0),
+        geometry(3, 96, 200, 3, 3, 1, 1, 0),
+    ];
+    for (s, g) in shapes.into_iter().enumerate() {
+        let case = Case::new(g, false, 7000 + s as u64);
+        case.check_against_reference(SimdLevel::best_supported(), all);
+    }
+}

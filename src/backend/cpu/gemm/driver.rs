@@ -115,7 +115,10 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     assert!(m > 0 && n > 0 && k > 0 && p.ldc >= n && c.len() >= (m - 1) * p.ldc + n);
     let (m_panels, n_panels) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
     let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
-    let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
+    // Inside a pool worker the caller (a conv task) is already one of several parallel tasks:
+    // splitting again only adds hand-offs, so nested products run on the calling thread.
+    let nested = rayon::current_thread_index().is_some();
+    let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 && !nested;
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     // Equal k blocks (e.g. 576 = 3 x 192, not 256 + 256 + 64) keep every kernel call long.
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
