@@ -18,7 +18,8 @@ Models (torchvision 0.29 definitions, 14 classes):
     resnet18_small  resnet18 with conv1 = Conv2d(1, 64, 3, 1, 1, bias=False) and
                     maxpool = Identity(), input [2, 1, 28, 28]
     resnet50        torchvision resnet50, input [2, 3, 64, 64]
-    densenet121     torchvision densenet121, input [2, 3, 64, 64]
+    densenet121     torchvision densenet121, input [4, 3, 96, 96] (block 4's batch norms see 36
+                    values per channel; at [2, 3, 64, 64] only 8, and the gradients become chaotic)
 
 For each model:
 
@@ -164,7 +165,7 @@ MODELS = {
     "resnet50": (lambda: torchvision.models.resnet50(num_classes=CLASSES), [2, 3, 64, 64], "conv1", "layer2.0.bn1", "fc", None, 0),
     "densenet121": (
         lambda: torchvision.models.densenet121(num_classes=CLASSES),
-        [2, 3, 64, 64],
+        [4, 3, 96, 96],
         "features.conv0",
         "features.denseblock2.denselayer5.norm2",
         "classifier",

@@ -31,9 +31,10 @@ pub fn normalize(s: NormShape, x: &[f32], mean: &[f32], inv_std: &[f32], gamma: 
     let plane_len = s.plane.max(1);
     y.par_chunks_mut(plane_len).zip(x.par_chunks(plane_len)).enumerate().for_each(|(i, (y, x))| {
         let c = i % s.channels;
-        let scale = inv_std[c] * gamma[c];
-        let shift = beta[c] - mean[c] * scale;
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * scale + shift);
+        // (x - mean) first: folding the mean into a shift (x * scale + shift) cancels
+        // catastrophically when |mean| is large next to the spread, as in late DenseNet layers.
+        let (m, scale, b) = (mean[c], inv_std[c] * gamma[c], beta[c]);
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - m) * scale + b);
     });
     y
 }
