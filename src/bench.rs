@@ -240,3 +240,44 @@ pub fn format_table(rows: &[Measurement]) -> String {
     }
     s
 }
+
+/// Whole-model cases: inference latency at batch 1 and 224x224 (eval mode, no graph), and one
+/// training step (forward, BCE loss, backward) at a batch, for the architectures users run.
+pub fn model_benches(archs: &[crate::models::Architecture], train_batch: usize, budget: Budget) -> Vec<Measurement> {
+    use crate::models::Architecture;
+    use crate::Device;
+    let mut out = Vec::new();
+    for &arch in archs {
+        let (channels, size) = match arch {
+            Architecture::Mlp | Architecture::MlpDeeper | Architecture::MlpWider => (1, 28),
+            _ => (3, 224),
+        };
+        let Ok(model) = arch.build(channels, 14, 0, Device::Cpu) else { continue };
+        let input = |batch: usize| crate::Tensor::rand_uniform([batch, channels, size, size], 0.0, 1.0, 7, Device::Cpu);
+        let Ok(x1) = input(1) else { continue };
+        model.set_training(false);
+        out.push(measure(&format!("model.{arch}.infer.b1"), None, budget, || {
+            let _no_grad = crate::autograd::no_grad();
+            let _ = model.forward(&x1);
+        }));
+        if train_batch > 0 {
+            let Ok(xb) = input(train_batch) else { continue };
+            let Ok(targets) = crate::Tensor::zeros([train_batch, 14], Device::Cpu) else { continue };
+            model.set_training(true);
+            let name = format!("model.{arch}.train.b{train_batch}");
+            let mut m = measure(&name, None, budget, || {
+                let step = || -> crate::Result<()> {
+                    let loss = crate::ops::bce_with_logits(&model.forward(&xb)?, &targets, None)?;
+                    loss.backward()?;
+                    model.zero_grad();
+                    Ok(())
+                };
+                let _ = step();
+            });
+            // Images per second of training, as the targets quote it, in the flops slot's place.
+            m.flops = None;
+            out.push(m);
+        }
+    }
+    out
+}

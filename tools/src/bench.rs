@@ -10,7 +10,7 @@ pub struct BenchArgs {
     /// Print one JSON object per line (name, threads, median, min, max, unit, gflops).
     #[arg(long)]
     json: bool,
-    /// Which groups to run: gemm, conv (default: all).
+    /// Which groups to run: gemm, conv, model (default: gemm, conv).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["gemm".to_string(), "conv".to_string()])]
     only: Vec<String>,
     /// GEMM sizes (n for n x n x n).
@@ -19,6 +19,12 @@ pub struct BenchArgs {
     /// Batch sizes for the ResNet18 convolution shapes.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1, 32])]
     batch: Vec<usize>,
+    /// Architectures for the model group.
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["resnet18".to_string(), "densenet121".to_string()])]
+    models: Vec<String>,
+    /// Batch of the model group's training step (0: inference only).
+    #[arg(long, default_value_t = 0)]
+    train_batch: usize,
     /// Short runs (a smoke test, not a measurement).
     #[arg(long)]
     quick: bool,
@@ -26,8 +32,8 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     for group in &args.only {
-        if !["gemm", "conv"].contains(&group.as_str()) {
-            bail!("unknown benchmark group '{group}' (expected gemm or conv)");
+        if !["gemm", "conv", "model"].contains(&group.as_str()) {
+            bail!("unknown benchmark group '{group}' (expected gemm, conv or model)");
         }
     }
     let budget = if args.quick { Budget::quick() } else { Budget::standard() };
@@ -48,6 +54,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &batch in &args.batch {
             emit(bench::conv_benches(batch, budget));
         }
+    }
+    if args.only.iter().any(|g| g == "model") {
+        let archs = args.models.iter().map(|m| cxr::models::Architecture::parse(m)).collect::<cxr::Result<Vec<_>>>()?;
+        emit(bench::model_benches(&archs, args.train_batch, budget));
     }
     Ok(())
 }
