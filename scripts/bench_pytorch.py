@@ -74,6 +74,34 @@ def conv_cases(batch):
                (lambda a=args: torch.ops.aten.convolution_backward(*a, [False, True, False])), count)
 
 
+def model_cases(archs, train_batch):
+    """Inference latency at batch 1, 224x224 (eval, no grad) and, when train_batch > 0, one
+    training step (forward, BCE loss, backward), as cxr's `bench --only model`."""
+    import torchvision
+
+    for arch in archs:
+        model = getattr(torchvision.models, arch)(num_classes=14)
+        x1 = torch.rand(1, 3, 224, 224)
+
+        def infer(model=model, x1=x1):
+            model.eval()
+            with torch.no_grad():
+                model(x1)
+
+        yield f"model.{arch}.infer.b1", infer, 0
+        if train_batch > 0:
+            xb, tb = torch.rand(train_batch, 3, 224, 224), torch.zeros(train_batch, 14)
+
+            def step(model=model, xb=xb, tb=tb):
+                model.train()
+                with torch.enable_grad():
+                    loss = F.binary_cross_entropy_with_logits(model(xb), tb)
+                    loss.backward()
+                model.zero_grad(set_to_none=True)
+
+            yield f"model.{arch}.train.b{train_batch}", step, 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ours", help="cxr `tools bench --json` output to compare against")
@@ -81,6 +109,8 @@ def main():
     p.add_argument("--gemm-sizes", default="256,1024,2048")
     p.add_argument("--batch", default="1,32")
     p.add_argument("--only", default="gemm,conv")
+    p.add_argument("--models", default="resnet18,densenet121")
+    p.add_argument("--train-batch", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -97,6 +127,8 @@ def main():
     cases = []
     if "gemm" in args.only:
         cases += list(gemm_cases([int(n) for n in args.gemm_sizes.split(",")]))
+    if "model" in args.only:
+        cases += list(model_cases(args.models.split(","), args.train_batch))
     totals = {}
     if "conv" in args.only:
         for batch in [int(b) for b in args.batch.split(",")]:
