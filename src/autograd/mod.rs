@@ -143,13 +143,13 @@ pub(crate) fn backward(root: &Tensor, seed: Option<&Tensor>) -> Result<Gradients
 
     for node in topological_order(root) {
         let Some(grad) = pending.remove(&node.id()) else { continue };
-        let keep = node.is_leaf() || node.retains_grad();
-        if keep {
-            node.accumulate_grad(grad.clone())?;
-            result.grads.insert(node.id(), Tensor::from_storage(grad.clone(), node.shape().clone())?);
+        let grad = Tensor::from_storage(grad, node.shape().clone())?;
+        if node.is_leaf() || node.retains_grad() {
+            node.accumulate_grad(&grad)?;
+            result.grads.insert(node.id(), grad.clone());
         }
         let Some(f) = node.grad_fn() else { continue };
-        let input_grads = f.backward(&node, &grad)?;
+        let input_grads = f.backward(&node, &grad.storage())?;
         drop(grad);
         for (input, g) in f.inputs().into_iter().zip(input_grads) {
             let Some(g) = g else { continue };

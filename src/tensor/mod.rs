@@ -253,13 +253,17 @@ impl Tensor {
     /// Adds `g` to the accumulated gradient (PyTorch accumulation semantics). The sum is a new
     /// tensor, so a gradient the caller read earlier with [`grad`](Self::grad) keeps its values
     /// (as PyTorch accumulates out of place while the old gradient is still referenced).
-    pub(crate) fn accumulate_grad(&self, g: Storage) -> Result<()> {
+    pub(crate) fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
         let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
+        // The first gradient is shared, not copied; a sum is a new tensor, so a gradient read
+        // earlier (`let g = w.grad()`) never changes under its reader.
         let total = match slot.as_ref() {
-            None => g,
-            Some(existing) => self.backend()?.add(&existing.storage(), &g)?,
+            None => g.clone(),
+            Some(existing) => {
+                Tensor::from_storage(self.backend()?.add(&existing.storage(), &g.storage())?, self.shape().clone())?
+            }
         };
-        *slot = Some(Tensor::from_storage(total, self.shape().clone())?);
+        *slot = Some(total);
         Ok(())
     }
     /// A leaf sharing this tensor's data, cut from the graph (gradients stop here).
