@@ -45,7 +45,10 @@ fn converted(case: &str) -> WeightFile {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let path = dir.join(format!("{case}-{}.safetensors", COUNT.fetch_add(1, Ordering::Relaxed)));
     std::fs::write(&path, raw).unwrap();
-    WeightFile::open(&path).unwrap()
+    let file = WeightFile::open(&path).unwrap();
+    // The mapping outlives the name (Unix); elsewhere the removal may fail and the file stays.
+    let _ = std::fs::remove_file(&path);
+    file
 }
 
 fn usize_of(v: &Value) -> usize {
