@@ -13,7 +13,7 @@
 
 use cxr::io::checkpoint::read_meta;
 use cxr::io::{load_into, LoadOptions, WeightFile};
-use cxr::models::{Architecture, Model};
+use cxr::models::Architecture;
 use cxr::{Device, Tensor};
 use flate2::read::GzDecoder;
 use serde_json::Value;
