@@ -19,7 +19,8 @@ impl GradFn for AddBackward {
         vec![&self.a, &self.b]
     }
     fn backward(&self, _out: &Tensor, grad: &Storage) -> Result<Vec<Option<Storage>>> {
-        Ok(vec![Some(grad.clone()), Some(grad.clone())])
+        // Copy the gradient only for inputs that take one (a residual's frozen side does not).
+        Ok(vec![self.a.requires_grad().then(|| grad.clone()), self.b.requires_grad().then(|| grad.clone())])
     }
 }
 
