@@ -4,8 +4,12 @@
 //! configuration, epoch/step and validation metrics. Written atomically.
 
 use super::atomic::write_atomic;
-use super::safetensors::{serialize, OutTensor, WeightFile};
+use super::safetensors::{load_into, serialize, LoadOptions, OutTensor, WeightFile};
+use crate::backend::Device;
+use crate::data::transform::check_preprocess;
+use crate::data::{Normalization, Preprocess};
 use crate::error::{Error, Result};
+use crate::models::{Architecture, Model};
 use crate::nn::Module;
 use crate::tensor::DType;
 use serde::{Deserialize, Serialize};
@@ -82,4 +86,52 @@ pub fn read_meta(file: &WeightFile) -> Result<CheckpointMeta> {
         Error::format(file.path(), "no cxr metadata: a plain weight file, not a cxr checkpoint (convert or train one)")
     })?;
     serde_json::from_str(json).map_err(|e| Error::format(file.path(), format!("malformed cxr metadata: {e}")))
+}
+
+impl CheckpointMeta {
+    /// The preprocessing the model was trained with, so inference repeats it. `path` names the
+    /// checkpoint in errors.
+    pub fn preprocess(&self, path: &Path) -> Result<Preprocess> {
+        let size = self.input_size.ok_or_else(|| Error::format(path, "metadata has no input_size"))?;
+        let name = self.normalization.as_deref().ok_or_else(|| Error::format(path, "metadata has no normalization"))?;
+        let normalization: Normalization = serde_json::from_value(serde_json::Value::String(name.to_string()))
+            .map_err(|_| {
+                Error::format(
+                    path,
+                    format!("unknown normalization {name:?} (expected unit-range, image-net or xray-vision)"),
+                )
+            })?;
+        let preprocess = Preprocess { channels: self.in_channels, size, normalization };
+        check_preprocess(&preprocess).map_err(|e| Error::format(path, e.to_string()))?;
+        Ok(preprocess)
+    }
+
+    /// The checkpoint's label names, checked against the model's class count.
+    pub fn label_names(&self, path: &Path) -> Result<Vec<String>> {
+        if self.labels.len() != self.num_classes {
+            return Err(Error::format(
+                path,
+                format!("metadata lists {} labels for a {}-class model", self.labels.len(), self.num_classes),
+            ));
+        }
+        Ok(self.labels.clone())
+    }
+}
+
+/// A model rebuilt from a checkpoint, in eval mode, with the metadata it was saved with.
+pub struct LoadedModel {
+    pub model: Box<dyn Model>,
+    pub meta: CheckpointMeta,
+    pub architecture: Architecture,
+}
+
+/// Opens a checkpoint, builds its architecture and loads every tensor strictly (weights borrowed
+/// from the mapping where aligned). The model is returned in eval mode on `device`.
+pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
+    let (file, meta) = load_checkpoint(path)?;
+    let architecture = Architecture::parse(&meta.architecture).map_err(|e| Error::format(path, e.to_string()))?;
+    let model = architecture.build(meta.in_channels, meta.num_classes, 0, device)?;
+    load_into(model.as_ref(), &file, &LoadOptions::default())?;
+    model.set_training(false);
+    Ok(LoadedModel { model, meta, architecture })
 }

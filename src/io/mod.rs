@@ -5,5 +5,5 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod safetensors;
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
+pub use checkpoint::{load_checkpoint, load_model, save_checkpoint, CheckpointMeta, LoadedModel};
 pub use safetensors::{load_into, LoadOptions, LoadReport, WeightFile};
