@@ -30,19 +30,48 @@ fn argmax(g: &Pool2dGeometry, x: &[f32], oy: usize, ox: usize) -> usize {
     best.0
 }
 
-/// Max pool forward.
+/// Max pool forward, separably: a horizontal max over each input row's windows, then a vertical
+/// max over those rows. The vertical pass runs along contiguous rows and vectorises; together
+/// they do k + k comparisons per output instead of k * k through a branchy window walk.
 pub fn max_pool2d_forward(g: &Pool2dGeometry, x: &[f32]) -> Vec<f32> {
     let (oh, ow) = (g.out_h(), g.out_w());
     let in_plane = g.in_h * g.in_w;
     let mut y = vec![0.0; g.output_len()];
-    y.par_chunks_mut(oh * ow).zip(x.par_chunks(in_plane)).for_each(|(y, x)| {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                y[oy * ow + ox] = x[argmax(g, x, oy, ox)];
+    y.par_chunks_mut(oh * ow).zip(x.par_chunks(in_plane)).for_each_init(
+        || vec![0.0f32; g.in_h * ow],
+        |rows_max, (y, x)| {
+            for (r, out) in rows_max.chunks_exact_mut(ow).enumerate() {
+                row_window_max(g, &x[r * g.in_w..][..g.in_w], out);
             }
-        }
-    });
+            for (oy, out) in y.chunks_exact_mut(ow).enumerate() {
+                let (rows, _) = window(g, oy, 0);
+                out.copy_from_slice(&rows_max[rows.start * ow..][..ow]);
+                for r in rows.start + 1..rows.end {
+                    out.iter_mut().zip(&rows_max[r * ow..][..ow]).for_each(|(m, &v)| *m = nan_max(*m, v));
+                }
+            }
+        },
+    );
     y
+}
+
+/// out[ox] = max of `row` over output column ox's window (in-bounds part).
+fn row_window_max(g: &Pool2dGeometry, row: &[f32], out: &mut [f32]) {
+    for (ox, o) in out.iter_mut().enumerate() {
+        let (_, cols) = window(g, 0, ox);
+        *o = row[cols.clone()].iter().fold(row[cols.start], |m, &v| nan_max(m, v));
+    }
+}
+
+/// max(a, b) that propagates NaN from either side, as PyTorch's max pool does. A select, not a
+/// branch, so loops over it vectorise.
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() {
+        a
+    } else {
+        b
+    }
 }
 
 /// Max pool backward: each output gradient goes to its window's first maximum.
