@@ -1,6 +1,7 @@
 //! PNG figures drawn with `plotters`: training curves ([`curves`]), the per-finding ROC grid
-//! ([`roc`]) and confusion matrix heatmaps ([`confusion`]). Text uses a font embedded in the binary (Ubuntu Light, from
-//! `epaint_default_fonts`), so figures render the same on a server with no fonts installed.
+//! ([`roc`]) and confusion matrix heatmaps ([`confusion`]). Text uses a font embedded in the
+//! binary (Ubuntu Light, from `epaint_default_fonts`), so figures render the same on a server
+//! with no fonts installed.
 
 pub mod confusion;
 pub mod curves;
