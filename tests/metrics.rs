@@ -135,8 +135,9 @@ fn backwards_class_has_an_infinite_youden_threshold_and_is_refused() {
     assert_eq!(auroc(&s, &l), Some(0.0));
     assert_eq!(youden(&roc_curve(&s, &l, false).unwrap()).threshold, f64::INFINITY);
     let names = case.names();
-    let points: Vec<_> =
-        (0..case.classes).map(|c| roc_curve(&case.column(&case.scores, c), &case.column(&case.labels, c), false).map(|r| youden(&r))).collect();
+    let points: Vec<_> = (0..case.classes)
+        .map(|c| roc_curve(&case.column(&case.scores, c), &case.column(&case.labels, c), false).map(|r| youden(&r)))
+        .collect();
     let err = youden_thresholds(&names, &points).unwrap_err().to_string();
     assert!(err.contains("class1, class2, class3") && !err.contains("class0") && !err.contains("class4"), "{err}");
 }
@@ -225,7 +226,12 @@ fn threshold_choice_parsing() {
     assert_eq!(ThresholdChoice::parse("0.5", 14).unwrap(), ThresholdChoice::Fixed(0.5));
     assert_eq!(ThresholdChoice::parse("YOUDEN", 14).unwrap(), ThresholdChoice::Youden);
     assert_eq!(ThresholdChoice::parse("0.2, 0.3", 2).unwrap(), ThresholdChoice::PerClass(vec![0.2, 0.3]));
-    for (text, needle) in [("1.5", "outside (0, 1)"), ("0", "outside (0, 1)"), ("0.2,0.3", "expected 1 or one per class (14)"), ("high", "not `youden`")] {
+    for (text, needle) in [
+        ("1.5", "outside (0, 1)"),
+        ("0", "outside (0, 1)"),
+        ("0.2,0.3", "expected 1 or one per class (14)"),
+        ("high", "not `youden`"),
+    ] {
         let err = ThresholdChoice::parse(text, 14).unwrap_err().to_string();
         assert!(err.contains(needle), "{text}: {err}");
     }
@@ -288,14 +294,18 @@ fn patient_bootstrap_of_duplicated_images_equals_the_image_bootstrap_of_one_copy
     // as if independent understates the uncertainty.
     let (scores, labels) = synthetic(120, 2, 9);
     let copies = 6;
-    let dup = |m: &[f32]| m.chunks(2).flat_map(|row| std::iter::repeat_n(row, copies).flatten().copied()).collect::<Vec<f32>>();
+    let dup = |m: &[f32]| {
+        m.chunks(2).flat_map(|row| std::iter::repeat_n(row, copies).flatten().copied()).collect::<Vec<f32>>()
+    };
     let (dup_scores, dup_labels) = (dup(&scores), dup(&labels));
     let opts = BootstrapOptions { resamples: 400, seed: 11, confidence: 0.95 };
     let patient_of: Vec<usize> = (0..720).map(|i| i / copies).collect();
     let by_patient =
-        bootstrap_auroc(&dup_scores, &dup_labels, 2, (&patient_of, 120, ResampleUnit::Patient), &[0, 1], &opts).unwrap();
+        bootstrap_auroc(&dup_scores, &dup_labels, 2, (&patient_of, 120, ResampleUnit::Patient), &[0, 1], &opts)
+            .unwrap();
     let one_copy: Vec<usize> = (0..120).collect();
-    let reference = bootstrap_auroc(&scores, &labels, 2, (&one_copy, 120, ResampleUnit::Image), &[0, 1], &opts).unwrap();
+    let reference =
+        bootstrap_auroc(&scores, &labels, 2, (&one_copy, 120, ResampleUnit::Image), &[0, 1], &opts).unwrap();
     for c in 0..2 {
         let (a, b) = (by_patient.per_class[c].ci.unwrap(), reference.per_class[c].ci.unwrap());
         close(a.lower, b.lower, 1e-12, "lower");

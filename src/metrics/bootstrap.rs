@@ -122,9 +122,8 @@ impl SortedClass {
     fn new(scores: &[f32], labels: &[f32]) -> SortedClass {
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-        let run_ends = (1..=order.len())
-            .filter(|&k| k == order.len() || scores[order[k]] != scores[order[k - 1]])
-            .collect();
+        let run_ends =
+            (1..=order.len()).filter(|&k| k == order.len() || scores[order[k]] != scores[order[k - 1]]).collect();
         SortedClass { order, run_ends, positive: labels.iter().map(|&l| l > 0.5).collect() }
     }
 

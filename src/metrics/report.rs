@@ -40,11 +40,10 @@ impl ThresholdChoice {
         if text.trim().eq_ignore_ascii_case("youden") {
             return Ok(ThresholdChoice::Youden);
         }
-        let values: Vec<f64> = text
-            .split(',')
-            .map(|v| v.trim().parse::<f64>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| bad_threshold(format!("{text:?} is not `youden`, a number, or a comma list of numbers")))?;
+        let values: Vec<f64> =
+            text.split(',').map(|v| v.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| {
+                bad_threshold(format!("{text:?} is not `youden`, a number, or a comma list of numbers"))
+            })?;
         if let Some(v) = values.iter().find(|v| !(**v > 0.0 && **v < 1.0)) {
             return Err(bad_threshold(format!("{v} is outside (0, 1): thresholds are probabilities")));
         }
@@ -238,8 +237,8 @@ pub fn evaluate(input: &EvalInput, thresholds: &ThresholdChoice, bootstrap: &Boo
             roc: roc_curve(&scores[c], &labels[c], true),
         });
     }
-    let mean_auroc =
-        (!defined.is_empty()).then(|| defined.iter().map(|&c| aurocs[c].unwrap_or(0.0)).sum::<f64>() / defined.len() as f64);
+    let mean_auroc = (!defined.is_empty())
+        .then(|| defined.iter().map(|&c| aurocs[c].unwrap_or(0.0)).sum::<f64>() / defined.len() as f64);
     Ok(EvalReport {
         checkpoint: None,
         data: None,
@@ -280,7 +279,17 @@ impl EvalReport {
         let level = self.bootstrap.as_ref().map_or(95.0, |b| b.confidence * 100.0);
         let mut out = format!(
             "{:<19} {:>5} {:>5} {:>6} {:>16} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6}\n",
-            "finding", "pos", "neg", "AUROC", format!("{level:.0}% CI"), "AP", "thresh", "prec", "recall", "F1", "spec"
+            "finding",
+            "pos",
+            "neg",
+            "AUROC",
+            format!("{level:.0}% CI"),
+            "AP",
+            "thresh",
+            "prec",
+            "recall",
+            "F1",
+            "spec"
         );
         for c in &self.classes {
             let _ = writeln!(

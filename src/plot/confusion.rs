@@ -55,7 +55,11 @@ fn confusion_panel(
             let ink = if share > 0.5 { WHITE } else { BLACK };
             let text = count.to_string();
             let dx = 4 * text.len() as i32;
-            area.draw(&Text::new(text, (x + cell / 2 - dx, y + cell / 2 - 9), ("sans-serif", 18).into_font().color(&ink)))?;
+            area.draw(&Text::new(
+                text,
+                (x + cell / 2 - dx, y + cell / 2 - 9),
+                ("sans-serif", 18).into_font().color(&ink),
+            ))?;
         }
         let name = if r == 0 { "neg" } else { "pos" };
         area.draw(&Text::new(name, (left - 30, top + r as i32 * cell + cell / 2 - 7), label.clone()))?;

@@ -33,7 +33,10 @@ pub fn roc_grid(path: &Path, classes: &[ClassReport]) -> Result<()> {
     })
 }
 
-fn roc_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, class: &ClassReport) -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn roc_panel(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    class: &ClassReport,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let mut chart = ChartBuilder::on(area)
         .caption(&class.name, ("sans-serif", 17))
         .margin(8)

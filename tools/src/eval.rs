@@ -53,7 +53,12 @@ pub struct EvalArgs {
     cache_dir: Option<PathBuf>,
 }
 
-fn threshold_choice(text: &str, stored: Option<&Vec<f32>>, names: &[String], checkpoint: &Path) -> Result<ThresholdChoice> {
+fn threshold_choice(
+    text: &str,
+    stored: Option<&Vec<f32>>,
+    names: &[String],
+    checkpoint: &Path,
+) -> Result<ThresholdChoice> {
     if !text.trim().eq_ignore_ascii_case("checkpoint") {
         return Ok(ThresholdChoice::parse(text, names.len())?);
     }
@@ -64,7 +69,12 @@ fn threshold_choice(text: &str, stored: Option<&Vec<f32>>, names: &[String], che
         );
     };
     if stored.len() != names.len() {
-        bail!("{}: the checkpoint stores {} thresholds for {} findings", checkpoint.display(), stored.len(), names.len());
+        bail!(
+            "{}: the checkpoint stores {} thresholds for {} findings",
+            checkpoint.display(),
+            stored.len(),
+            names.len()
+        );
     }
     Ok(ThresholdChoice::PerClass(stored.iter().map(|&t| t as f64).collect()))
 }
@@ -137,16 +147,19 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         None
     };
 
-    let out = args.out.clone().unwrap_or_else(|| {
-        args.checkpoint.parent().unwrap_or(Path::new(".")).join(format!("eval-{}", args.split))
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.checkpoint.parent().unwrap_or(Path::new(".")).join(format!("eval-{}", args.split)));
     write_outputs(&out, &report)?;
     print!("{}", report.table());
     if let Some(thresholds) = youden {
         store_thresholds(&args.checkpoint, &thresholds)?;
         eprintln!("wrote the {} split's Youden thresholds into {}", args.split, args.checkpoint.display());
         if args.split == "test" {
-            eprintln!("note: thresholds chosen on the test split make test metrics at them optimistic; prefer --split val");
+            eprintln!(
+                "note: thresholds chosen on the test split make test metrics at them optimistic; prefer --split val"
+            );
         }
     }
     eprintln!(

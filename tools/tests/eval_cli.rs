@@ -22,8 +22,23 @@ fn scratch(name: &str) -> PathBuf {
 fn train_mlp(dir: &Path, data: &str, epochs: &str) -> (PathBuf, usize) {
     let runs = dir.to_str().unwrap();
     let (ok, _, err) = run(&[
-        "--threads", "2", "train", "--data", data, "--arch", "mlp", "--epochs", epochs, "--batch-size", "32",
-        "--seed", "5", "--runs-dir", runs, "--name", "run",
+        "--threads",
+        "2",
+        "train",
+        "--data",
+        data,
+        "--arch",
+        "mlp",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "32",
+        "--seed",
+        "5",
+        "--runs-dir",
+        runs,
+        "--name",
+        "run",
     ]);
     assert!(ok, "{err}");
     // "data: ... -> train A / val B / test C images"
@@ -107,7 +122,10 @@ fn eval_on_phantoms_writes_the_report_and_rejects_bad_input() {
     std::fs::copy(&checkpoint, &renamed).unwrap();
     cxr::io::update_meta(&renamed, |m| m.labels[3] = "Lung_Opacity".into()).unwrap();
     let e = error_line(&["eval", "--checkpoint", renamed.to_str().unwrap(), "--data", data]);
-    assert!(e.contains("label set differs") && e.contains("\"Lung_Opacity\" in the checkpoint but \"Infiltration\""), "{e}");
+    assert!(
+        e.contains("label set differs") && e.contains("\"Lung_Opacity\" in the checkpoint but \"Infiltration\""),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -133,8 +151,7 @@ fn write_thresholds_round_trips_on_chestmnist_like() {
     assert_eq!(m["images"], 598, "the official test split");
     assert_eq!(m["mean_auroc_classes"], 14);
     assert_eq!(m["bootstrap"]["unit"], "image", "npz rows have no patient ids");
-    let youden: Vec<f32> =
-        (0..14).map(|c| m["classes"][c]["youden"]["threshold"].as_f64().unwrap() as f32).collect();
+    let youden: Vec<f32> = (0..14).map(|c| m["classes"][c]["youden"]["threshold"].as_f64().unwrap() as f32).collect();
 
     let (_, meta) = cxr::io::load_checkpoint(&checkpoint).unwrap();
     assert_eq!(meta.thresholds.as_deref(), Some(&youden[..]));
