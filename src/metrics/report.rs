@@ -321,8 +321,12 @@ impl EvalReport {
             "hamming loss {:.4}   subset accuracy {:.4}   label-wise accuracy {:.4}   (thresholds: {})",
             self.hamming_loss, self.subset_accuracy, self.label_wise_accuracy, self.threshold_mode
         );
-        for s in &self.skipped {
-            let _ = writeln!(out, "skipped {}: {} (AUROC undefined)", s.name, s.reason);
+        for reason in ["no positive images", "no negative images"] {
+            let names: Vec<&str> =
+                self.skipped.iter().filter(|s| s.reason == reason).map(|s| s.name.as_str()).collect();
+            if !names.is_empty() {
+                let _ = writeln!(out, "skipped (AUROC undefined, {reason}): {}", names.join(", "));
+            }
         }
         if let Some(b) = &self.bootstrap {
             let unit = match b.unit {
