@@ -145,7 +145,7 @@ fn backwards_class_has_an_infinite_youden_threshold_and_is_refused() {
 fn check_decisions(case: &Case, key: &str) {
     let want = &case.json[key];
     let thresholds = f32_values(&want["thresholds"]);
-    let m = threshold_metrics(&case.scores, &case.labels, &thresholds).unwrap();
+    let m = threshold_metrics(&case.scores, &case.labels, case.classes, &thresholds).unwrap();
     for c in 0..case.classes {
         let what = format!("{} {key} class {c}", case.name);
         let cm = &want["confusion"][c];
@@ -173,7 +173,7 @@ fn threshold_metrics_match_sklearn() {
 #[test]
 fn label_wise_accuracy_by_hand() {
     // 2 images x 3 classes at 0.5: decisions (1,0,1) vs truth (1,1,1); (0,0,0) vs (0,1,0).
-    let m = threshold_metrics(&[0.9, 0.1, 0.6, 0.2, 0.3, 0.4], &[1.0, 1.0, 1.0, 0.0, 1.0, 0.0], &[0.5; 3]).unwrap();
+    let m = threshold_metrics(&[0.9, 0.1, 0.6, 0.2, 0.3, 0.4], &[1.0, 1.0, 1.0, 0.0, 1.0, 0.0], 3, &[0.5; 3]).unwrap();
     assert_eq!(m.label_wise_accuracy, 4.0 / 6.0);
     assert_eq!(m.hamming_loss, 2.0 / 6.0);
     assert_eq!(m.subset_accuracy, 0.0);

@@ -199,7 +199,7 @@ pub fn evaluate(input: &EvalInput, thresholds: &ThresholdChoice, bootstrap: &Boo
     let youdens: Vec<Option<YoudenPoint>> =
         (0..classes).map(|c| roc_curve(&scores[c], &labels[c], false).map(|r| youden(&r))).collect();
     let chosen = thresholds.resolve(input.names, &youdens)?;
-    let decisions = threshold_metrics(input.scores, input.labels, &chosen)?;
+    let decisions = threshold_metrics(input.scores, input.labels, classes, &chosen)?;
 
     let defined: Vec<usize> = (0..classes).filter(|&c| aurocs[c].is_some()).collect();
     let (clusters, count, unit) = clusters_from_patients(input.patients);
@@ -316,6 +316,14 @@ impl EvalReport {
             self.mean_auroc_classes,
             self.classes.len()
         );
+        if let Some(b) = self.bootstrap.as_ref().filter(|_| self.mean_auroc_ci_skipped > 0) {
+            let _ = writeln!(
+                out,
+                "  (its CI uses {} of {} resamples; the others lacked positives or negatives for a class)",
+                b.resamples - self.mean_auroc_ci_skipped,
+                b.resamples
+            );
+        }
         let _ = writeln!(
             out,
             "hamming loss {:.4}   subset accuracy {:.4}   label-wise accuracy {:.4}   (thresholds: {})",

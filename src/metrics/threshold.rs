@@ -100,9 +100,14 @@ fn check_thresholds(thresholds: &[f64], classes: usize) -> Result<()> {
 }
 
 /// Decision metrics of `scores` against `labels` (both row-major [rows x classes]) with
-/// `thresholds[c]` for class c.
-pub fn threshold_metrics(scores: &[f32], labels: &[f32], thresholds: &[f64]) -> Result<ThresholdMetrics> {
-    let classes = thresholds.len();
+/// `thresholds[c]` for class c. `classes` is explicit so a wrong threshold count is an error
+/// rather than a silently different matrix shape.
+pub fn threshold_metrics(
+    scores: &[f32],
+    labels: &[f32],
+    classes: usize,
+    thresholds: &[f64],
+) -> Result<ThresholdMetrics> {
     check_thresholds(thresholds, classes)?;
     if classes == 0 || scores.len() != labels.len() || !scores.len().is_multiple_of(classes) {
         return Err(Error::InvalidArgument {
@@ -142,12 +147,12 @@ mod tests {
         // (0.3, 0.5) true (1, 1): class 0 wrong, class 1 right at 0.5 (>=).
         let scores = [0.9, 0.2, 0.6, 0.7, 0.3, 0.5];
         let labels = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        let m = threshold_metrics(&scores, &labels, &[0.5, 0.5]).unwrap();
+        let m = threshold_metrics(&scores, &labels, 2, &[0.5, 0.5]).unwrap();
         assert_eq!(m.confusion[0], Confusion { tp: 1, fp: 1, tn: 0, fn_: 1 });
         assert_eq!(m.confusion[1], Confusion { tp: 2, fp: 0, tn: 1, fn_: 0 });
         assert_eq!(m.hamming_loss, 2.0 / 6.0);
         assert_eq!(m.subset_accuracy, 1.0 / 3.0);
         assert_eq!(m.confusion[0].f1(), 0.5);
-        assert!(threshold_metrics(&scores, &labels, &[0.5]).is_err());
+        assert!(threshold_metrics(&scores, &labels, 2, &[0.5]).is_err());
     }
 }
