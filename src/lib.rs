@@ -8,12 +8,15 @@
 //! - [`autograd`]: the reverse-mode engine, grad mode and gradient retrieval.
 //! - [`nn`]: layers with torchvision-compatible parameter names.
 //! - [`bench`]: the measurements behind `tools bench` and `benches/`.
+//! - [`metrics`]: AUROC, ROC, AP, thresholds, bootstrap CIs and the evaluation report;
+//!   [`eval`] runs a model over a dataset split to feed them.
 
 pub mod autograd;
 pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod metrics;
 pub mod models;

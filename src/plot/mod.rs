@@ -1,10 +1,15 @@
-//! PNG figures drawn with `plotters`: training curves here; ROC grids and confusion matrices join
-//! them with evaluation. Text uses a font embedded in the binary (Ubuntu Light, from
-//! `epaint_default_fonts`), so figures render the same on a server with no fonts installed.
+//! PNG figures drawn with `plotters`: training curves ([`curves`]), the per-finding ROC grid
+//! ([`roc`]) and confusion matrix heatmaps ([`confusion`]). Text uses a font embedded in the
+//! binary (Ubuntu Light, from `epaint_default_fonts`), so figures render the same on a server
+//! with no fonts installed.
 
+pub mod confusion;
 pub mod curves;
+pub mod roc;
 
+pub use confusion::confusion_grid;
 pub use curves::{training_curves, CurvePoint};
+pub use roc::roc_grid;
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! written back resolved (`config.toml` in the run folder) so a run can be repeated exactly.
 
 use super::optim::OptimizerKind;
-use crate::data::{Augment, Normalization, Preprocess};
+use crate::data::{Augment, Fractions, Normalization, Preprocess, SourceOptions};
 use crate::error::{Error, Result};
 use crate::models::Architecture;
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,19 @@ impl TrainConfig {
     /// The preprocessing the model sees.
     pub fn preprocess(&self) -> Preprocess {
         Preprocess { channels: self.channels, size: self.image_size, normalization: self.normalization }
+    }
+
+    /// How the data source is opened and split. `tools eval` rebuilds these from the configuration
+    /// stored in a checkpoint, so its `--split test` holds exactly the patients training held out.
+    pub fn source_options(&self) -> Result<SourceOptions> {
+        Ok(SourceOptions {
+            fractions: Fractions::parse(&self.split)?,
+            seed: self.seed,
+            view: self.view.clone(),
+            skip_missing: self.skip_missing,
+            allow_leakage: self.allow_leakage,
+            ..SourceOptions::default()
+        })
     }
 
     /// Checks values that would otherwise fail deep inside a run.

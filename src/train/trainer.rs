@@ -16,7 +16,7 @@ use super::optim::{clip_grad_norm, Optimizer, OptimizerConfig};
 use super::schedule::{Decay, LrSchedule};
 use super::state::{TrainState, STATE_FILE};
 use super::weights::{class_weights, ClassWeights};
-use crate::data::{open_source, Batch, Dataset, Fractions, Loader, LoaderOptions, Source, SourceOptions, FINDINGS};
+use crate::data::{open_source, Batch, Dataset, Loader, LoaderOptions, Source, FINDINGS};
 use crate::error::{Error, Result};
 use crate::io::{load_into, save_checkpoint, CheckpointMeta, LoadOptions, WeightFile};
 use crate::metrics::{mean_auroc, ClassAuroc};
@@ -156,15 +156,7 @@ pub fn train(
 }
 
 fn open_data(config: &TrainConfig) -> Result<Source> {
-    let options = SourceOptions {
-        fractions: Fractions::parse(&config.split)?,
-        seed: config.seed,
-        view: config.view.clone(),
-        skip_missing: config.skip_missing,
-        allow_leakage: config.allow_leakage,
-        ..SourceOptions::default()
-    };
-    let source = open_source(&config.data, &options)?;
+    let source = open_source(&config.data, &config.source_options()?)?;
     for (name, part) in [("training", &source.train), ("validation", &source.val)] {
         if part.is_empty() {
             return Err(Error::data(&config.data, format!("the {name} split is empty ({})", source.description)));

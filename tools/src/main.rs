@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod eval;
 mod info;
 mod train;
 
@@ -26,6 +27,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Train a classifier (the main job): data, split, model, optimizer, validation, checkpoints.
     Train(Box<train::TrainArgs>),
+    /// Evaluate a checkpoint on a data split: AUROC with CIs, AP, thresholds, ROC and confusion figures.
+    Eval(Box<eval::EvalArgs>),
     /// Inspect a data source: label statistics (`stats`) and image integrity (`check`).
     Data(data::DataArgs),
     /// Show the tensors, dtypes, shapes, parameter count and metadata of a weight file.
@@ -49,6 +52,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Data(args) => data::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Train(args) => train::run(&args),
     }
