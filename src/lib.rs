@@ -8,12 +8,16 @@
 //! - [`autograd`]: the reverse-mode engine, grad mode and gradient retrieval.
 //! - [`nn`]: layers with torchvision-compatible parameter names.
 //! - [`bench`]: the measurements behind `tools bench` and `benches/`.
+//! - [`explain`]: Grad-CAM, Grad-CAM++ and HiResCAM, colormaps, overlays, panels, localisation.
+//! - [`Classifier`]: the device API: load a checkpoint, predict, explain (see [`classifier`]).
 
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod classifier;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod io;
 pub mod metrics;
 pub mod models;
@@ -25,6 +29,8 @@ pub mod train;
 
 pub use autograd::{no_grad, Gradients};
 pub use backend::{Device, Storage};
+pub use classifier::{Classifier, FindingScore, Prediction};
+pub use explain::{CamMethod, CamOptions, Heatmap};
 pub use error::{Error, Result};
 pub use tensor::{DType, Shape, Tensor};
 
