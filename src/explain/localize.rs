@@ -68,6 +68,25 @@ pub fn iou_at(heat: &Heatmap, b: InputBox, fraction: f32) -> Option<f64> {
     Some(if union == 0 { 0.0 } else { inter as f64 / union as f64 })
 }
 
+/// The fraction of a `size x size` input that `b` covers (clipped to the input).
+pub fn area_fraction(b: InputBox, size: usize) -> f64 {
+    let s = size as f32;
+    let w = ((b.0 + b.2).min(s) - b.0.max(0.0)).max(0.0);
+    let h = ((b.1 + b.3).min(s) - b.1.max(0.0)).max(0.0);
+    (w * h) as f64 / (s * s) as f64
+}
+
+/// Scores one map against one box: pointing game, IoU at `fraction` of the max, chance level.
+pub fn score(heat: &Heatmap, image: &str, b: InputBox, fraction: f32) -> BoxScore {
+    BoxScore {
+        image: image.to_string(),
+        finding: heat.finding.clone(),
+        hit: pointing_hit(heat, b),
+        iou: iou_at(heat, b, fraction),
+        area_fraction: area_fraction(b, heat.width),
+    }
+}
+
 /// One (image, box) scored.
 #[derive(Debug, Clone, Serialize)]
 pub struct BoxScore {
@@ -76,6 +95,8 @@ pub struct BoxScore {
     /// None when the map was all zero or not finite (reported, not counted as a hit or a miss).
     pub hit: Option<bool>,
     pub iou: Option<f64>,
+    /// Fraction of the input the box covers: the hit rate of a peak placed at random.
+    pub area_fraction: f64,
 }
 
 /// Per-finding totals of [`BoxScore`]s.
@@ -88,6 +109,8 @@ pub struct LocalizationSummary {
     pub hits: usize,
     pub hit_rate: Option<f64>,
     pub mean_iou: Option<f64>,
+    /// Mean box area fraction over the scored boxes: the pointing game's chance level.
+    pub chance: Option<f64>,
 }
 
 /// Summarises scores by finding, in [`FINDINGS`] order, then any other names alphabetically.
@@ -102,13 +125,16 @@ pub fn summarize(scores: &[BoxScore]) -> Vec<LocalizationSummary> {
             let scored: Vec<&&BoxScore> = list.iter().filter(|s| s.hit.is_some()).collect();
             let hits = scored.iter().filter(|s| s.hit == Some(true)).count();
             let ious: Vec<f64> = scored.iter().filter_map(|s| s.iou).collect();
+            let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            let areas: Vec<f64> = scored.iter().map(|s| s.area_fraction).collect();
             LocalizationSummary {
                 finding,
                 boxes: list.len(),
                 scored: scored.len(),
                 hits,
                 hit_rate: (!scored.is_empty()).then(|| hits as f64 / scored.len() as f64),
-                mean_iou: (!ious.is_empty()).then(|| ious.iter().sum::<f64>() / ious.len() as f64),
+                mean_iou: mean(&ious),
+                chance: mean(&areas),
             }
         })
         .collect()

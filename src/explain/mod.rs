@@ -12,7 +12,10 @@ pub mod upsample;
 
 pub use colormap::Colormap;
 pub use gradcam::{check_layer, default_layer, grad_cam, CamMap, CamMethod, CamOptions, CamOutput, MapValidity};
-pub use localize::{box_in_input, iou_at, pointing_hit, read_bbox_csv, summarize, BoxScore, LocalizationSummary};
+pub use localize::{
+    area_fraction, box_in_input, iou_at, pointing_hit, read_bbox_csv, score, summarize, BoxScore, InputBox,
+    LocalizationSummary,
+};
 pub use overlay::{overlay, write_overlay, RgbImage};
 pub use panel::{write_panel, PanelTile};
 

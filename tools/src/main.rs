@@ -2,7 +2,10 @@
 
 mod bench;
 mod data;
+mod gradcam;
+mod images;
 mod info;
+mod predict;
 mod train;
 
 use anyhow::Result;
@@ -30,6 +33,10 @@ enum Command {
     Data(data::DataArgs),
     /// Show the tensors, dtypes, shapes, parameter count and metadata of a weight file.
     Info(info::InfoArgs),
+    /// Classify X-rays: every finding's probability, those above threshold marked.
+    Predict(predict::PredictArgs),
+    /// Grad-CAM / Grad-CAM++ / HiResCAM heatmaps, panels and localisation against boxes.
+    Gradcam(Box<gradcam::GradcamArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,5 +58,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(args) => data::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Predict(args) => predict::run(&args),
+        Command::Gradcam(args) => gradcam::run(&args),
     }
 }
