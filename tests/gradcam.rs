@@ -4,7 +4,6 @@
 
 use cxr::explain::{grad_cam, CamMethod, CamOptions, MapValidity};
 use cxr::models::Architecture;
-use cxr::nn::Module;
 use cxr::{Device, Tensor};
 use serde_json::Value;
 

@@ -180,6 +180,6 @@ mod tests {
         let b = LesionBox { finding: 0, x: 512.0, y: 256.0, w: 128.0, h: 64.0 };
         assert_eq!(box_in_input(&b, 1024, 1024, 256), (128.0, 64.0, 32.0, 16.0));
         // 2048 wide, 1024 high to 256: resized to 512x256, 128 cut on the left.
-        assert_eq!(box_in_input(&b, 2048, 1024, 256), (0.0, 64.0, 64.0, 16.0));
+        assert_eq!(box_in_input(&b, 2048, 1024, 256), (0.0, 64.0, 32.0, 16.0));
     }
 }
