@@ -282,7 +282,12 @@ impl Classifier {
 
     /// Maps for each `(image index, class)` in `targets`, with the given method, layer and ReLU
     /// setting, in one forward pass over `images` (see [`grad_cam`]).
-    pub fn explain_batch(&self, images: &[Grey], targets: &[(usize, usize)], options: &CamOptions) -> Result<Vec<Heatmap>> {
+    pub fn explain_batch(
+        &self,
+        images: &[Grey],
+        targets: &[(usize, usize)],
+        options: &CamOptions,
+    ) -> Result<Vec<Heatmap>> {
         let x = self.batch(images)?;
         let out = grad_cam(self.model.as_ref(), &x, targets, options)?;
         let s = self.preprocess.size;

@@ -30,8 +30,8 @@ pub mod train;
 pub use autograd::{no_grad, Gradients};
 pub use backend::{Device, Storage};
 pub use classifier::{Classifier, FindingScore, Prediction};
-pub use explain::{CamMethod, CamOptions, Heatmap};
 pub use error::{Error, Result};
+pub use explain::{CamMethod, CamOptions, Heatmap};
 pub use tensor::{DType, Shape, Tensor};
 
 /// Sets the number of worker threads the CPU kernels use. Must be called before the first kernel

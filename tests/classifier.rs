@@ -53,7 +53,8 @@ fn images() -> Vec<Grey> {
     (0..3)
         .map(|k| {
             let (w, h) = (80 + 17 * k, 64 + 9 * k);
-            let data = (0..w * h).map(|i| (((i * (k + 3)) % 97) as f32 / 96.0 + (i / w) as f32 / h as f32) / 2.0).collect();
+            let data =
+                (0..w * h).map(|i| (((i * (k + 3)) % 97) as f32 / 96.0 + (i / w) as f32 / h as f32) / 2.0).collect();
             Grey { width: w, height: h, data }
         })
         .collect()
@@ -175,7 +176,13 @@ fn every_image_format_gives_the_same_prediction_as_its_grey_pixels() {
     let p: Vec<_> = [png8, png16, rgb].iter().map(|b| c.predict(&decode_image(b, "x").unwrap()).unwrap()).collect();
     for q in &p[1..] {
         for (a, b) in q.findings.iter().zip(&p[0].findings) {
-            assert!((a.probability - b.probability).abs() < 1e-5, "{} {} vs {}", a.finding, a.probability, b.probability);
+            assert!(
+                (a.probability - b.probability).abs() < 1e-5,
+                "{} {} vs {}",
+                a.finding,
+                a.probability,
+                b.probability
+            );
         }
     }
 }

@@ -99,9 +99,7 @@ fn maps_match_pytorch_for_every_method() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|m| {
-                    m["image"] == map.image as u64 && m["class"] == map.class as u64 && m["method"] == name
-                })
+                .find(|m| m["image"] == map.image as u64 && m["class"] == map.class as u64 && m["method"] == name)
                 .expect("fixture has the map");
             let values: Vec<f64> = expected["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
             assert_eq!((map.height, map.width), (4, 4));

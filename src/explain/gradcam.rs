@@ -139,15 +139,15 @@ pub struct CamOutput {
 /// tap (the MLPs) are an error.
 pub fn default_layer(model: &dyn Model) -> Result<String> {
     let taps = model.tap_points();
-    ["layer4", "features.norm5"].into_iter().find(|d| taps.iter().any(|t| t == d)).map(str::to_string).ok_or_else(|| {
-        Error::InvalidArgument {
+    ["layer4", "features.norm5"].into_iter().find(|d| taps.iter().any(|t| t == d)).map(str::to_string).ok_or_else(
+        || Error::InvalidArgument {
             op: "grad_cam",
             detail: format!(
                 "this model has no convolutional feature map to explain (tap points: {})",
                 list_or_none(&taps)
             ),
-        }
-    })
+        },
+    )
 }
 
 fn list_or_none(taps: &[String]) -> String {
@@ -173,7 +173,12 @@ pub fn check_layer(model: &dyn Model, layer: &str) -> Result<()> {
 /// Computes a map for each `(image, class)` in `targets` over the batch `input` `[N, C, H, W]`.
 /// An image may appear several times (several classes); each round of distinct images shares one
 /// forward and one backward pass.
-pub fn grad_cam(model: &dyn Model, input: &Tensor, targets: &[(usize, usize)], options: &CamOptions) -> Result<CamOutput> {
+pub fn grad_cam(
+    model: &dyn Model,
+    input: &Tensor,
+    targets: &[(usize, usize)],
+    options: &CamOptions,
+) -> Result<CamOutput> {
     let layer = match &options.layer {
         Some(l) => {
             check_layer(model, l)?;
@@ -230,7 +235,8 @@ fn forward_to_tap(model: &dyn Model, input: &Tensor, layer: &str) -> Result<(Ten
     })?;
     drop(head_mode);
     drop(backbone);
-    let activation = tapped.ok_or_else(|| Error::Autograd(format!("the forward pass never reached layer '{layer}'")))?;
+    let activation =
+        tapped.ok_or_else(|| Error::Autograd(format!("the forward pass never reached layer '{layer}'")))?;
     Ok((activation, logits))
 }
 
@@ -264,14 +270,19 @@ fn backward_round(
     }
     let seed = Tensor::from_vec_on(seed, logits.shape().clone(), logits.device())?;
     let gradients = logits.backward_with(&seed)?;
-    gradients
-        .get(activation)
-        .ok_or_else(|| Error::Autograd("no gradient reached the target layer".into()))?
-        .to_vec()
+    gradients.get(activation).ok_or_else(|| Error::Autograd("no gradient reached the target layer".into()))?.to_vec()
 }
 
 /// The map of image `i`, class `c` from activations and gradients `[N, K, h, w]`.
-fn compute_map(acts: &[f32], grads: &[f32], dims: &[usize], i: usize, c: usize, logit: f32, options: &CamOptions) -> CamMap {
+fn compute_map(
+    acts: &[f32],
+    grads: &[f32],
+    dims: &[usize],
+    i: usize,
+    c: usize,
+    logit: f32,
+    options: &CamOptions,
+) -> CamMap {
     let (k, h, w) = (dims[1], dims[2], dims[3]);
     let hw = h * w;
     let a = &acts[i * k * hw..(i + 1) * k * hw];

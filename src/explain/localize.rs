@@ -22,19 +22,10 @@ pub type InputBox = (f32, f32, f32, f32);
 /// The result may extend past the input when the crop cut the box.
 pub fn box_in_input(b: &LesionBox, orig_w: usize, orig_h: usize, size: usize) -> InputBox {
     let (w, h, s) = (orig_w as f64, orig_h as f64, size as f64);
-    let (rw, rh) = if orig_w <= orig_h {
-        (s, ((h * s / w).round()).max(s))
-    } else {
-        (((w * s / h).round()).max(s), s)
-    };
+    let (rw, rh) = if orig_w <= orig_h { (s, ((h * s / w).round()).max(s)) } else { (((w * s / h).round()).max(s), s) };
     let (ox, oy) = (((rw as usize - size) / 2) as f64, ((rh as usize - size) / 2) as f64);
     let (fx, fy) = (rw / w, rh / h);
-    (
-        (b.x as f64 * fx - ox) as f32,
-        (b.y as f64 * fy - oy) as f32,
-        (b.w as f64 * fx) as f32,
-        (b.h as f64 * fy) as f32,
-    )
+    ((b.x as f64 * fx - ox) as f32, (b.y as f64 * fy - oy) as f32, (b.w as f64 * fx) as f32, (b.h as f64 * fy) as f32)
 }
 
 fn inside(px: usize, py: usize, b: InputBox) -> bool {

@@ -46,7 +46,15 @@ pub struct Heatmap {
 
 impl Heatmap {
     /// Upsamples `map` to `width x height`.
-    pub fn new(map: CamMap, finding: String, probability: f32, options: &CamOptions, layer: &str, width: usize, height: usize) -> Heatmap {
+    pub fn new(
+        map: CamMap,
+        finding: String,
+        probability: f32,
+        options: &CamOptions,
+        layer: &str,
+        width: usize,
+        height: usize,
+    ) -> Heatmap {
         let values = upsample::bilinear(&map.values, map.width, map.height, width, height);
         Heatmap {
             finding,
@@ -97,11 +105,11 @@ impl Heatmap {
         if self.validity() != MapValidity::Valid {
             return None;
         }
-        let (idx, _) = self
-            .values
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
+        let (idx, _) =
+            self.values
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
         Some((idx % self.width, idx / self.width))
     }
 }

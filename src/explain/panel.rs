@@ -23,7 +23,10 @@ const GAP: u32 = 8;
 /// each cell is as large as the largest tile.
 pub fn write_panel(path: &Path, tiles: &[PanelTile], columns: usize, heading: &str) -> Result<()> {
     if tiles.is_empty() || columns == 0 {
-        return Err(Error::InvalidArgument { op: "panel", detail: "a panel needs at least one tile and one column".into() });
+        return Err(Error::InvalidArgument {
+            op: "panel",
+            detail: "a panel needs at least one tile and one column".into(),
+        });
     }
     let cols = columns.min(tiles.len()) as u32;
     let rows = tiles.len().div_ceil(cols as usize) as u32;

@@ -47,9 +47,7 @@ mod tests {
     fn matches_torch_interpolate_on_a_2x2_map() {
         // torch.nn.functional.interpolate(torch.tensor([[[[1., 2.], [3., 4.]]]]), size=(4, 4),
         //     mode="bilinear", align_corners=False)
-        let expected = [
-            1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0,
-        ];
+        let expected = [1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0];
         assert_eq!(bilinear(&[1.0, 2.0, 3.0, 4.0], 2, 2, 4, 4), expected);
     }
 

@@ -129,11 +129,8 @@ struct Job<'a> {
 pub fn run(args: &GradcamArgs) -> Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be positive");
     let classifier = load_classifier(&args.checkpoint, args.threshold)?;
-    let options = CamOptions {
-        method: CamMethod::parse(&args.method)?,
-        layer: args.layer.clone(),
-        relu: !args.no_relu,
-    };
+    let options =
+        CamOptions { method: CamMethod::parse(&args.method)?, layer: args.layer.clone(), relu: !args.no_relu };
     // Check the layer and the class before reading any image.
     match &options.layer {
         Some(l) => cxr::explain::check_layer(classifier.model(), l)?,
@@ -256,7 +253,9 @@ impl Job<'_> {
     fn classes(&self, item: &Item, probabilities: &[f32]) -> Result<Vec<usize>> {
         let only = self.args.class.as_deref().map(|c| self.classifier.class_index(c)).transpose()?;
         if self.localising() {
-            let mut classes: Vec<usize> = item.boxes.iter().map(|b| b.0).filter(|c| only.is_none_or(|o| o == *c)).collect();
+            let mut classes: Vec<usize> =
+                item.boxes.iter().map(|b| b.0).filter(|c| only.is_none_or(|o| o == *c)).collect();
+            classes.sort_unstable();
             classes.dedup();
             return Ok(classes);
         }
@@ -388,7 +387,10 @@ impl Job<'_> {
     fn report_localisation(&self) -> Result<()> {
         let summary = summarize(&self.scores);
         if self.args.json {
-            println!("{}", serde_json::to_string(&serde_json::json!({ "localization": summary, "boxes": self.scores }))?);
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({ "localization": summary, "boxes": self.scores }))?
+            );
             return Ok(());
         }
         if summary.is_empty() {
@@ -400,7 +402,10 @@ impl Job<'_> {
             self.options.method.name(),
             self.args.iou_threshold
         );
-        println!("  {:<20} {:>5} {:>6} {:>9} {:>8} {:>8}", "finding", "boxes", "scored", "hit rate", "chance", "mean IoU");
+        println!(
+            "  {:<20} {:>5} {:>6} {:>9} {:>8} {:>8}",
+            "finding", "boxes", "scored", "hit rate", "chance", "mean IoU"
+        );
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
         for s in &summary {
             println!(

@@ -124,8 +124,11 @@ fn explain(
     alpha: f32,
     quiet: bool,
 ) -> Result<()> {
-    let targets: Vec<(usize, usize)> =
-        predictions.iter().enumerate().flat_map(|(i, p)| classes_to_explain(p).into_iter().map(move |c| (i, c))).collect();
+    let targets: Vec<(usize, usize)> = predictions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| classes_to_explain(p).into_iter().map(move |c| (i, c)))
+        .collect();
     let heatmaps = classifier.explain_batch(batch, &targets, &CamOptions::default())?;
     for heat in &heatmaps {
         let i = heat.map.image;
