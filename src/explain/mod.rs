@@ -99,17 +99,60 @@ impl Heatmap {
         })
     }
 
-    /// The (x, y) of the largest value (the first one in row-major order on ties), or None for an
-    /// invalid map.
+    /// The (x, y) of the largest value, or None for an invalid map. Upsampling a coarse map
+    /// makes plateaus (a corner cell's value fills the whole corner under `align_corners=False`),
+    /// so on ties the peak is the tied pixel nearest to the tied pixels' centroid, not the first
+    /// one in row-major order (which would pull every plateau towards the top-left).
     pub fn peak(&self) -> Option<(usize, usize)> {
         if self.validity() != MapValidity::Valid {
             return None;
         }
-        let (idx, _) =
-            self.values
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
-        Some((idx % self.width, idx / self.width))
+        let max = self.values.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let tied: Vec<(f64, f64)> = self
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v == max)
+            .map(|(i, _)| ((i % self.width) as f64, (i / self.width) as f64))
+            .collect();
+        let n = tied.len() as f64;
+        let (cx, cy) = tied.iter().fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
+        let dist = |p: &(f64, f64)| (p.0 - cx).powi(2) + (p.1 - cy).powi(2);
+        let best = tied.iter().min_by(|a, b| dist(a).total_cmp(&dist(b)))?;
+        Some((best.0 as usize, best.1 as usize))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heat(values: Vec<f32>, w: usize, h: usize) -> Heatmap {
+        let map = CamMap { image: 0, class: 0, logit: 0.0, width: w, height: h, values, validity: MapValidity::Valid };
+        Heatmap::new(map, "Mass".into(), 0.5, &CamOptions::default(), "layer4", w * 4, h * 4)
+    }
+
+    #[test]
+    fn peak_of_a_corner_plateau_is_its_centre_not_the_image_corner() {
+        // A 2x2 map with its maximum in the bottom-right cell, upsampled to 8x8: the last two
+        // rows and columns (the plateau past the cell centre) and the centre pixel share the max.
+        let h = heat(vec![0.0, 0.0, 0.0, 1.0], 2, 2);
+        let (x, y) = h.peak().unwrap();
+        assert!(x >= 6 && y >= 6, "({x}, {y})");
+        let h = heat(vec![0.0, 0.0, 0.0, 0.0], 2, 2);
+        let mut invalid = h.clone();
+        invalid.map.validity = MapValidity::AllZero;
+        assert_eq!(invalid.peak(), None);
+        assert!(invalid.display_values().unwrap_err().to_string().contains("all zero"));
+    }
+
+    #[test]
+    fn signed_maps_are_centred_on_one_half() {
+        let mut h = heat(vec![-2.0, 1.0, 0.0, 0.0], 2, 2);
+        h.relu = false;
+        let d = h.display_values().unwrap();
+        assert!(d.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!(d[0], 0.0); // the strongest negative evidence
+        assert!((d[h.width * h.height - 1] - 0.5).abs() < 1e-6); // bottom-right: 0 evidence
     }
 }

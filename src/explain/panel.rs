@@ -18,6 +18,25 @@ pub struct PanelTile {
 
 const LINE: u32 = 18;
 const GAP: u32 = 8;
+/// Small inputs (64 or 96 px) are enlarged by an integer factor to at least this side, so the
+/// titles above them fit and the heatmap stays readable.
+const MIN_SIDE: usize = 224;
+
+/// Nearest-neighbour enlargement by an integer factor (keeps the map's cells crisp).
+fn enlarge(img: &RgbImage, factor: usize) -> RgbImage {
+    if factor <= 1 {
+        return img.clone();
+    }
+    let (w, h) = (img.width * factor, img.height * factor);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let i = ((y / factor) * img.width + x / factor) * 3;
+            data.extend_from_slice(&img.data[i..i + 3]);
+        }
+    }
+    RgbImage { width: w, height: h, data }
+}
 
 /// Writes `tiles` as a grid of `columns` to `path` (PNG, atomically). Tiles may differ in size;
 /// each cell is as large as the largest tile.
@@ -28,6 +47,11 @@ pub fn write_panel(path: &Path, tiles: &[PanelTile], columns: usize, heading: &s
             detail: "a panel needs at least one tile and one column".into(),
         });
     }
+    let side = tiles.iter().map(|t| t.image.width.max(t.image.height)).max().unwrap_or(1).max(1);
+    let factor = MIN_SIDE.div_ceil(side);
+    let enlarged: Vec<PanelTile> =
+        tiles.iter().map(|t| PanelTile { image: enlarge(&t.image, factor), title: t.title.clone() }).collect();
+    let tiles = &enlarged[..];
     let cols = columns.min(tiles.len()) as u32;
     let rows = tiles.len().div_ceil(cols as usize) as u32;
     let lines = tiles.iter().map(|t| t.title.len()).max().unwrap_or(0) as u32;

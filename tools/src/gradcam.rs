@@ -366,7 +366,7 @@ impl Job<'_> {
                 self.options.method.name(),
                 self.classifier.architecture(),
                 self.scores_layer(),
-                self.classifier.path().display()
+                self.classifier.path().file_name().unwrap_or_default().to_string_lossy()
             );
             let path = out.join("panel.png");
             cxr::explain::write_panel(&path, &self.tiles, self.args.panel_columns, &heading)?;
