@@ -89,6 +89,25 @@ fn predict_sorts_marks_and_needs_a_threshold() {
 }
 
 #[test]
+fn loaded_model_computes_what_the_saved_one_did() {
+    use cxr::data::transform::{normalize, resize_crop};
+    use cxr::data::Normalization;
+    let path = checkpoint("same", &meta(findings(), None));
+    let probabilities = Classifier::load(&path).unwrap().probabilities(&images()).unwrap();
+    // The same weights (seed 5) built directly, with the same preprocessing by hand.
+    let model = Architecture::ResNet18.build(1, 14, 5, Device::Cpu).unwrap();
+    model.set_training(false);
+    let _g = cxr::no_grad();
+    for (img, p) in images().iter().zip(&probabilities) {
+        let x = normalize(&resize_crop(img, 64), 1, Normalization::UnitRange);
+        let logits = model.forward(&cxr::Tensor::from_vec(x, [1, 1, 64, 64]).unwrap()).unwrap().to_vec().unwrap();
+        for (z, q) in logits.iter().zip(p) {
+            assert!((1.0 / (1.0 + (-z).exp()) - q).abs() < 1e-6);
+        }
+    }
+}
+
+#[test]
 fn several_threads_get_identical_results() {
     let path = checkpoint("threads", &meta(findings(), Some(vec![0.5; 14])));
     let c = Arc::new(Classifier::load(&path).unwrap());
