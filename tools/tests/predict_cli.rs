@@ -186,3 +186,48 @@ fn gradcam_on_phantoms_writes_overlays_a_panel_and_a_localisation_table() {
     let panel = image::open(out.join("panel.png")).unwrap();
     assert!(panel.width() > 64 && panel.height() > 64);
 }
+
+#[test]
+fn gradcam_scores_nih_images_against_radiologist_boxes() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let (images, boxes) = (data.join("nih256"), data.join("labels/BBox_List_2017.csv.gz"));
+    if !images.is_dir() || !boxes.is_file() {
+        println!("skipped: NIH data not found at {} (see ../shared/data/README.md)", data.display());
+        return;
+    }
+    let d = dir("boxes");
+    let ckpt = checkpoint(&d, Some(vec![0.5; 14]));
+    let out = d.join("out");
+    let (ok, stdout, stderr) = run(&[
+        "gradcam",
+        "--checkpoint",
+        &ckpt,
+        "--data",
+        images.to_str().unwrap(),
+        "--split",
+        "all",
+        "--boxes",
+        boxes.to_str().unwrap(),
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // The six boxes on nih256 images: 2 Cardiomegaly, 1 Infiltrate (= Infiltration), 2 Nodule,
+    // 1 Pneumonia.
+    let summary = report["localization"].as_array().unwrap();
+    let count = |f: &str| summary.iter().find(|s| s["finding"] == f).map_or(0, |s| s["boxes"].as_u64().unwrap());
+    assert_eq!(
+        [count("Cardiomegaly"), count("Infiltration"), count("Nodule"), count("Pneumonia")],
+        [2, 1, 2, 1],
+        "{stdout}"
+    );
+    for b in report["boxes"].as_array().unwrap() {
+        let area = b["area_fraction"].as_f64().unwrap();
+        assert!(area > 0.0 && area < 0.5, "{b}");
+        if let Some(iou) = b["iou"].as_f64() {
+            assert!((0.0..=1.0).contains(&iou));
+        }
+    }
+}
