@@ -4,7 +4,12 @@ Grad-CAM, Grad-CAM++ and HiResCAM against. CI never runs this script; it reads t
 
 Run from the repository root with a Python that has torch and torchvision:
 
-    /work/venv-torch/bin/python scripts/gradcam_fixtures.py [OUT.json]
+    /work/venv-torch/bin/python scripts/gradcam_fixtures.py              # resnet18 -> tests/fixtures/gradcam.json
+    /work/venv-torch/bin/python scripts/gradcam_fixtures.py densenet121  # -> tests/fixtures/gradcam_densenet121.json
+
+densenet121 is the same recipe on torchvision's densenet121 with input [2, 3, 96, 96]; its target
+is `features.norm5` after the ReLU that torchvision's forward applies (relu(features(x))), [2,
+1024, 3, 3].
 
 The model is torchvision's resnet18 (3 input channels, 14 classes) in eval mode, every
 state_dict entry filled by the formula of scripts/model_fixtures.py (`fill`, `uniform`), the
@@ -38,19 +43,30 @@ import torchvision
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model_fixtures import f32, fill, input_values  # noqa: E402  (same formulas as golden_models)
 
-SHAPE = [2, 3, 128, 128]
+MODELS = {
+    # key: (constructor, input shape, target layer name, output file)
+    "resnet18": (lambda: torchvision.models.resnet18(num_classes=14), [2, 3, 128, 128], "layer4", "tests/fixtures/gradcam.json"),
+    "densenet121": (
+        lambda: torchvision.models.densenet121(num_classes=14),
+        [2, 3, 96, 96],
+        "features.norm5",
+        "tests/fixtures/gradcam_densenet121.json",
+    ),
+}
 SEED = 11
 ROUNDS = [[(0, 3), (1, 11)], [(0, 7)]]
 CLASSES = 14
 
 
-def layer4_and_logits(model, x):
-    h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-    h = model.layer3(model.layer2(model.layer1(h)))
-    a = model.layer4(h)
+def target_and_logits(key, model, x):
+    if key == "resnet18":
+        h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        a = model.layer4(model.layer3(model.layer2(model.layer1(h))))
+        a.retain_grad()
+        return a, model.fc(torch.flatten(model.avgpool(a), 1))
+    a = F.relu(model.features(x))
     a.retain_grad()
-    logits = model.fc(torch.flatten(model.avgpool(a), 1))
-    return a, logits
+    return a, model.classifier(torch.flatten(F.adaptive_avg_pool2d(a, (1, 1)), 1))
 
 
 def cams(a, g, relu=True):
@@ -71,13 +87,14 @@ def cams(a, g, relu=True):
     return out
 
 
-def run(dtype):
+def run(key, dtype):
+    ctor, shape, _, _ = MODELS[key]
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=CLASSES).to(dtype)
+    model = ctor().to(dtype)
     fill(model, dtype)
     model.eval()
-    x = f32(input_values(SHAPE, SEED), dtype, SHAPE)
-    a, logits = layer4_and_logits(model, x)
+    x = f32(input_values(shape, SEED), dtype, shape)
+    a, logits = target_and_logits(key, model, x)
     maps = []
     for round_ in ROUNDS:
         seed = torch.zeros_like(logits)
@@ -96,13 +113,14 @@ def rel_err(a, b):
 
 
 def main():
-    out_path = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/gradcam.json"
+    key = sys.argv[1] if len(sys.argv) > 1 else "resnet18"
+    _, in_shape, layer, out_path = MODELS[key]
     torch.set_num_threads(2)
-    logits32, shape, maps32 = run(torch.float32)
-    logits64, _, maps64 = run(torch.float64)
+    logits32, shape, maps32 = run(key, torch.float32)
+    logits64, _, maps64 = run(key, torch.float64)
     entries = []
-    for ((key, m32), (_, m64)) in zip(maps32, maps64):
-        i, c, method = key
+    for ((target, m32), (_, m64)) in zip(maps32, maps64):
+        i, c, method = target
         gap = rel_err(m32.double(), m64)
         print(f"image {i} class {c:2d} {method:15s} max {float(m64.abs().max()):.4g}  f32 vs f64 {gap:.2e}")
         entries.append({
@@ -117,7 +135,9 @@ def main():
         "generator": "scripts/gradcam_fixtures.py",
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "input_shape": SHAPE,
+        "architecture": key,
+        "layer": layer,
+        "input_shape": in_shape,
         "input_seed": SEED,
         "activation_shape": list(shape),
         "rounds": ROUNDS,

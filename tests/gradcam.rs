@@ -1,6 +1,8 @@
 //! Grad-CAM, Grad-CAM++ and HiResCAM against PyTorch: torchvision's resnet18 with the formula
 //! weights of `scripts/model_fixtures.py`, maps computed in PyTorch from its own layer4 activations
-//! and gradients (`scripts/gradcam_fixtures.py` writes `tests/fixtures/gradcam.json`).
+//! and gradients (`scripts/gradcam_fixtures.py` writes `tests/fixtures/gradcam.json`); and the same
+//! for torchvision's densenet121 at `features.norm5` after its ReLU
+//! (`tests/fixtures/gradcam_densenet121.json`).
 
 use cxr::explain::{grad_cam, CamMethod, CamOptions, MapValidity};
 use cxr::models::Architecture;
@@ -41,12 +43,17 @@ fn fill_values(name: &str, shape: &[usize], k: usize) -> Vec<f32> {
 }
 
 fn fixture() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gradcam.json");
+    fixture_named("gradcam.json")
+}
+
+fn fixture_named(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
 }
 
 fn model_and_input(f: &Value) -> (Box<dyn cxr::models::Model>, Tensor) {
-    let model = Architecture::ResNet18.build(3, 14, 0, Device::Cpu).unwrap();
+    let arch = Architecture::parse(f["architecture"].as_str().unwrap()).unwrap();
+    let model = arch.build(3, 14, 0, Device::Cpu).unwrap();
     for (k, t) in model.named_tensors().iter().enumerate() {
         *t.tensor.storage_mut() = cxr::Storage::Cpu(fill_values(&t.name, t.tensor.dims(), k));
     }
@@ -71,8 +78,19 @@ fn rel_err(ours: &[f32], theirs: &[f64]) -> f64 {
 
 #[test]
 fn maps_match_pytorch_for_every_method() {
-    let f = fixture();
-    let (model, x) = model_and_input(&f);
+    check_against(&fixture(), 12);
+}
+
+#[test]
+fn densenet_maps_at_norm5_match_pytorch() {
+    check_against(&fixture_named("gradcam_densenet121.json"), 12);
+}
+
+fn check_against(f: &Value, expected_maps: usize) {
+    let (model, x) = model_and_input(f);
+    let layer = f["layer"].as_str().unwrap();
+    let dims: Vec<usize> =
+        f["activation_shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
     let targets: Vec<(usize, usize)> = f["rounds"]
         .as_array()
         .unwrap()
@@ -88,9 +106,10 @@ fn maps_match_pytorch_for_every_method() {
     ];
     let mut checked = 0;
     for (name, method, relu) in variants {
-        let options = CamOptions { method, layer: Some("layer4".into()), relu };
+        // The default layer is the fixture's: layer4 for ResNet, features.norm5 for DenseNet.
+        let options = CamOptions { method, layer: None, relu };
         let out = grad_cam(model.as_ref(), &x, &targets, &options).unwrap();
-        assert_eq!(out.layer, "layer4");
+        assert_eq!(out.layer, layer);
         let logits: Vec<f64> = f["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let logit_err = rel_err(&out.logits, &logits);
         assert!(logit_err < TOLERANCE, "logits differ by {logit_err:.2e}");
@@ -102,7 +121,7 @@ fn maps_match_pytorch_for_every_method() {
                 .find(|m| m["image"] == map.image as u64 && m["class"] == map.class as u64 && m["method"] == name)
                 .expect("fixture has the map");
             let values: Vec<f64> = expected["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            assert_eq!((map.height, map.width), (4, 4));
+            assert_eq!((map.height, map.width), (dims[2], dims[3]));
             let torch_gap = expected["torch_f32_vs_f64"].as_f64().unwrap();
             let err = rel_err(&map.values, &values);
             println!(
@@ -122,7 +141,7 @@ fn maps_match_pytorch_for_every_method() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12);
+    assert_eq!(checked, expected_maps);
 }
 
 #[test]
