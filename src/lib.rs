@@ -10,13 +10,17 @@
 //! - [`bench`]: the measurements behind `tools bench` and `benches/`.
 //! - [`metrics`]: AUROC, ROC, AP, thresholds, bootstrap CIs and the evaluation report;
 //!   [`eval`] runs a model over a dataset split to feed them.
+//! - [`explain`]: Grad-CAM, Grad-CAM++ and HiResCAM, colormaps, overlays, panels, localisation.
+//! - [`Classifier`]: the device API: load a checkpoint, predict, explain (see [`classifier`]).
 
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod classifier;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod explain;
 pub mod io;
 pub mod metrics;
 pub mod models;
@@ -28,7 +32,9 @@ pub mod train;
 
 pub use autograd::{no_grad, Gradients};
 pub use backend::{Device, Storage};
+pub use classifier::{Classifier, FindingScore, Prediction};
 pub use error::{Error, Result};
+pub use explain::{CamMethod, CamOptions, Heatmap};
 pub use tensor::{DType, Shape, Tensor};
 
 /// Sets the number of worker threads the CPU kernels use. Must be called before the first kernel

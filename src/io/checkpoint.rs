@@ -130,7 +130,11 @@ pub struct LoadedModel {
 pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
     let (file, meta) = load_checkpoint(path)?;
     let architecture = Architecture::parse(&meta.architecture).map_err(|e| Error::format(path, e.to_string()))?;
-    let model = architecture.build(meta.in_channels, meta.num_classes, 0, device)?;
+    // The strict load below replaces every tensor, so the random initialisation is skipped.
+    let model = {
+        let _zeros = crate::tensor::init::skip_random_init();
+        architecture.build(meta.in_channels, meta.num_classes, 0, device)?
+    };
     load_into(model.as_ref(), &file, &LoadOptions::default())?;
     model.set_training(false);
     Ok(LoadedModel { model, meta, architecture })

@@ -8,6 +8,34 @@ use super::{Shape, Tensor};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 
+thread_local! {
+    static SKIP_RANDOM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Restores random initialisation on this thread when dropped.
+#[must_use = "random initialisation resumes when the guard is dropped"]
+pub struct SkipRandomInit {
+    previous: bool,
+}
+
+impl Drop for SkipRandomInit {
+    fn drop(&mut self) {
+        SKIP_RANDOM.with(|s| s.set(self.previous));
+    }
+}
+
+/// Until the guard drops, the random constructors on this thread ([`Tensor::rand_uniform`],
+/// [`Tensor::rand_normal`] and the inits built on them) return zeros. For building a model whose
+/// every tensor a strict load is about to replace: drawing 11 M normals for ResNet18 costs about
+/// as much as a forward pass, which a one-shot `tools predict` pays on every run.
+pub fn skip_random_init() -> SkipRandomInit {
+    SkipRandomInit { previous: SKIP_RANDOM.with(|s| s.replace(true)) }
+}
+
+fn skipping() -> bool {
+    SKIP_RANDOM.with(|s| s.get())
+}
+
 /// A small seedable random generator (SplitMix64).
 #[derive(Debug, Clone)]
 pub struct Rng {
@@ -64,6 +92,9 @@ impl Tensor {
     /// Uniform in [low, high).
     pub fn rand_uniform(shape: impl Into<Shape>, low: f32, high: f32, seed: u64, device: Device) -> Result<Tensor> {
         let shape = shape.into();
+        if skipping() {
+            return Tensor::zeros(shape, device);
+        }
         let mut rng = Rng::new(seed);
         let span = (high - low) as f64;
         let data = (0..shape.numel()).map(|_| (low as f64 + span * rng.uniform()) as f32).collect();
@@ -73,6 +104,9 @@ impl Tensor {
     /// Normal with the given mean and standard deviation.
     pub fn rand_normal(shape: impl Into<Shape>, mean: f32, std: f32, seed: u64, device: Device) -> Result<Tensor> {
         let shape = shape.into();
+        if skipping() {
+            return Tensor::zeros(shape, device);
+        }
         let mut rng = Rng::new(seed);
         let data = (0..shape.numel()).map(|_| (mean as f64 + std as f64 * rng.normal()) as f32).collect();
         Tensor::from_vec_on(data, shape, device)

@@ -3,7 +3,10 @@
 mod bench;
 mod data;
 mod eval;
+mod gradcam;
+mod images;
 mod info;
+mod predict;
 mod train;
 
 use anyhow::Result;
@@ -33,6 +36,10 @@ enum Command {
     Data(data::DataArgs),
     /// Show the tensors, dtypes, shapes, parameter count and metadata of a weight file.
     Info(info::InfoArgs),
+    /// Classify X-rays: every finding's probability, those above threshold marked.
+    Predict(predict::PredictArgs),
+    /// Grad-CAM / Grad-CAM++ / HiResCAM heatmaps, panels and localisation against boxes.
+    Gradcam(Box<gradcam::GradcamArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,5 +62,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Predict(args) => predict::run(&args),
+        Command::Gradcam(args) => gradcam::run(&args),
     }
 }
