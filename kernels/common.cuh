@@ -7,6 +7,9 @@
 #define CXR_GRID_STRIDE(i, n) \
     for (int i = (int)(blockIdx.x * blockDim.x + threadIdx.x); i < (n); i += (int)(blockDim.x * gridDim.x))
 
+// -inf without math.h (NVRTC has no host headers): the IEEE bit pattern.
+#define CXR_NEG_INF __int_as_float(0xff800000)
+
 // Threads per block of the 1-D kernels and of the per-channel reductions (launch.rs: BLOCK_1D).
 #define CXR_BLOCK 256
 

@@ -12,6 +12,7 @@
 #pragma once
 #include <atomic>
 #include <barrier>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -172,6 +173,4 @@ using std::max;
 using std::min;
 using std::isfinite;
 using std::isnan;
-#ifndef INFINITY
-#define INFINITY __builtin_inff()
-#endif
+inline float __int_as_float(int bits) { return std::bit_cast<float>(bits); }

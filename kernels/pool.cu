@@ -10,7 +10,7 @@ struct CxrPool {
 // The first maximum of the window of output (nc, oy, ox), as an index into the plane, or -1 when
 // the window holds only padding. Ties and NaN resolve as the CPU kernel: strict `>` keeps the first.
 __device__ __forceinline__ int cxr_max_index(const float* plane, CxrPool g, int oy, int ox, float* best_out) {
-    float best = -INFINITY;
+    float best = CXR_NEG_INF;
     int arg = -1;
     for (int ky = 0; ky < g.kernel; ++ky) {
         int iy = oy * g.stride - g.pad + ky;

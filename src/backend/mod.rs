@@ -11,7 +11,7 @@ pub mod cuda;
 pub mod geometry;
 pub mod philox;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 pub use geometry::{Conv2dGeometry, Pool2dGeometry};
 
 /// Where a tensor's data lives.
@@ -32,9 +32,7 @@ impl Device {
     pub fn backend(self) -> Result<&'static dyn Backend> {
         match self {
             Device::Cpu => Ok(cpu::CpuBackend::global()),
-            Device::Cuda(n) => {
-                Err(Error::Device(format!("cuda:{n} requested, but this build of cxr has no CUDA backend yet")))
-            }
+            Device::Cuda(n) => Ok(cuda::gpu::backend(n)?),
             #[cfg(feature = "cuda-emu")]
             Device::CudaEmu => Ok(cuda::emu::backend()),
         }

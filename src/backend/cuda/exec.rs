@@ -7,6 +7,7 @@
 use super::launch::LaunchConfig;
 use crate::backend::Device;
 use crate::error::Result;
+use std::ffi::c_void;
 use std::sync::Arc;
 
 /// One kernel parameter, packed as cuLaunchKernel expects: a pointer to each value.
@@ -105,3 +106,44 @@ impl DeviceStorage {
         Arg::Ptr(self.buf.ptr)
     }
 }
+
+/// Packs kernel parameters as cuLaunchKernel takes them: one pointer per parameter, each to an
+/// 8-byte-aligned slot (or the int array of a struct argument).
+pub struct PackedArgs {
+    slots: Vec<u64>,
+    structs: Vec<Vec<i32>>,
+    order: Vec<(bool, usize)>,
+}
+
+impl PackedArgs {
+    /// Lays out `args`.
+    pub fn new(args: &[Arg]) -> PackedArgs {
+        let mut p = PackedArgs { slots: Vec::new(), structs: Vec::new(), order: Vec::new() };
+        for a in args {
+            let slot = match a {
+                Arg::Ptr(v) => *v,
+                Arg::I32(v) => *v as u32 as u64,
+                Arg::U32(v) => *v as u64,
+                Arg::F32(v) => v.to_bits() as u64,
+                Arg::Ints(v) => {
+                    p.order.push((true, p.structs.len()));
+                    p.structs.push(v.clone());
+                    continue;
+                }
+            };
+            p.order.push((false, p.slots.len()));
+            p.slots.push(slot);
+        }
+        p
+    }
+    /// The pointer array; valid while `self` is neither moved nor changed.
+    pub fn pointers(&mut self) -> Vec<*mut c_void> {
+        // Little-endian: a 4-byte parameter read through the slot pointer sees the low half.
+        let (slots, structs) = (&mut self.slots, &mut self.structs);
+        self.order
+            .iter()
+            .map(|&(is_struct, i)| if is_struct { structs[i].as_mut_ptr().cast() } else { (&mut slots[i] as *mut u64).cast() })
+            .collect()
+    }
+}
+
