@@ -65,25 +65,34 @@ inline void fiber_entry() {
     swapcontext(&fibers[current_fiber].ctx, &scheduler_ctx);
 }
 
+// Points fiber t at the kernel body on its own stack (out of line for the same reason).
+[[gnu::noinline]] inline void prepare_fiber(unsigned t) {
+    Fiber& f = fibers[t];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.data();
+    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_link = nullptr;
+    f.done = false;
+    makecontext(&f.ctx, fiber_entry, 0);
+}
+
+// Runs fiber t until its next __syncthreads or its end. Kept out of line: swapcontext returns
+// twice, and locals of the function calling it must not live across it in registers.
+[[gnu::noinline]] inline void resume_fiber(unsigned t) {
+    current_fiber = t;
+    thread_idx = fibers[t].idx;
+    swapcontext(&scheduler_ctx, &fibers[t].ctx);
+}
+
 // Runs one block: each barrier phase resumes every live fiber once, in thread order.
 inline void run_block_fibers(unsigned threads) {
-    for (unsigned t = 0; t < threads; ++t) {
-        Fiber& f = fibers[t];
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack.data();
-        f.ctx.uc_stack.ss_size = f.stack.size();
-        f.ctx.uc_link = nullptr;
-        f.done = false;
-        makecontext(&f.ctx, fiber_entry, 0);
-    }
+    for (unsigned t = 0; t < threads; ++t) prepare_fiber(t);
     bool live = true;
     while (live) {
         live = false;
         for (unsigned t = 0; t < threads; ++t) {
             if (fibers[t].done) continue;
-            current_fiber = t;
-            thread_idx = fibers[t].idx;
-            swapcontext(&scheduler_ctx, &fibers[t].ctx);
+            resume_fiber(t);
             live = live || !fibers[t].done;
         }
     }

@@ -19,7 +19,7 @@ for kind in "${kinds[@]}"; do
     # One test thread and one rayon worker: the emulator serialises launches anyway, and fewer
     # uninstrumented Rust threads means fewer hand-offs TSan cannot see.
     export RAYON_NUM_THREADS=1
-    cargo test --features cuda-emu --test cuda_emu -- --test-threads=1
+    cargo test --features cuda-emu --test cuda_kernels -- --test-threads=1
 done
 unset CXR_EMU_SANITIZE
 echo "sanitizers: no findings"

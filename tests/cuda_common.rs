@@ -12,8 +12,7 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// CPU vs the device named by `CXR_TEST_CUDA_DEVICE` (`cuda-emu` by default, `cuda:N` for
-    /// the gpu-tests).
+    /// CPU vs the device under test.
     pub fn new() -> Pair {
         Pair { cpu: Device::Cpu.backend().unwrap(), gpu: device_under_test().backend().unwrap() }
     }
@@ -23,15 +22,19 @@ impl Pair {
     }
 }
 
-/// The device the tests compare with the CPU.
+/// The device the tests compare with the CPU: cuda:0 with `gpu-tests`, else the emulation.
 pub fn device_under_test() -> Device {
-    #[cfg(feature = "cuda-emu")]
+    #[cfg(feature = "gpu-tests")]
+    {
+        Device::Cuda(0)
+    }
+    #[cfg(all(feature = "cuda-emu", not(feature = "gpu-tests")))]
     {
         Device::CudaEmu
     }
-    #[cfg(not(feature = "cuda-emu"))]
+    #[cfg(not(any(feature = "cuda-emu", feature = "gpu-tests")))]
     {
-        Device::Cuda(0)
+        Device::Cpu
     }
 }
 
@@ -103,7 +106,7 @@ pub fn check(what: &str, want: &Storage, got: &Storage, t: Tol) {
 }
 
 /// The Grad-CAM weighting on the device under test.
-pub fn emu_gradcam(act: &[f32], grad: &[f32], batch: usize, channels: usize, plane: usize) -> Vec<f32> {
+pub fn device_gradcam(act: &[f32], grad: &[f32], batch: usize, channels: usize, plane: usize) -> Vec<f32> {
     let dev = device_under_test().backend().unwrap();
     let (a, g) = (dev.copy_from_host(act.to_vec()).unwrap(), dev.copy_from_host(grad.to_vec()).unwrap());
     let cam = cxr::backend::cuda::gradcam_on(device_under_test(), &a, &g, batch, channels, plane).unwrap();

@@ -11,7 +11,7 @@ pub mod cuda;
 pub mod geometry;
 pub mod philox;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub use geometry::{Conv2dGeometry, Pool2dGeometry};
 
 /// Where a tensor's data lives.
@@ -35,6 +35,24 @@ impl Device {
             Device::Cuda(n) => Ok(cuda::gpu::backend(n)?),
             #[cfg(feature = "cuda-emu")]
             Device::CudaEmu => Ok(cuda::emu::backend()),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    /// `cpu`, `cuda` (= `cuda:0`), `cuda:N` (and `cuda-emu` with the `cuda-emu` feature).
+    fn from_str(s: &str) -> Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            #[cfg(feature = "cuda-emu")]
+            "cuda-emu" => Ok(Device::CudaEmu),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| Error::InvalidArgument { op: "device", detail: format!("'{s}' is not a device (expected cpu, cuda or cuda:N)") }),
         }
     }
 }

@@ -223,3 +223,26 @@ impl Executor for GpuExecutor {
         unsafe { cu::launch_kernel(f, grid, block, 0, std::ptr::null_mut(), &mut params) }.map_err(|e| driver_err(format!("launching {kernel} {cfg:?}"), e))
     }
 }
+
+/// What `tools info --devices` prints: the driver, NVRTC and every CUDA device found, or why
+/// none can be used. Never fails: each missing piece is a line of the report.
+pub fn device_report() -> Vec<String> {
+    let mut lines = Vec::new();
+    match device_count() {
+        Err(e) => lines.push(format!("cuda: unavailable: {e}")),
+        Ok(0) => lines.push("cuda: the NVIDIA driver is installed but reports no CUDA GPU".to_string()),
+        Ok(n) => {
+            for i in 0..n {
+                lines.push(match describe(i) {
+                    Ok((name, cc, mem)) => format!("cuda:{i}: {name}, compute capability {}.{}, {:.1} GiB", cc / 10, cc % 10, mem as f64 / (1u64 << 30) as f64),
+                    Err(e) => format!("cuda:{i}: {e}"),
+                });
+            }
+        }
+    }
+    lines.push(match compile::nvrtc_version() {
+        Ok((major, minor)) => format!("nvrtc: {major}.{minor} (kernels compiled at first use, cached in {})", compile::cache_dir().map_or("no cache folder".into(), |d| d.display().to_string())),
+        Err(e) => format!("nvrtc: unavailable: {e}"),
+    });
+    lines
+}

@@ -1,11 +1,13 @@
-//! Every CUDA kernel, run in CPU emulation (kernels/cuda_emu.h) through the same launch
-//! configurations and wrappers as on a GPU, property-tested against the CPU backend over random
-//! shapes, including sizes that are not multiples of the GEMM tile (64) or the block (256).
-//! Tolerances are per kernel and stated in `tol`; exact ones are bitwise.
+//! Every CUDA kernel, property-tested against the CPU backend over random shapes, including sizes
+//! that are not multiples of the GEMM tile (64) or the block (256), through the same launch
+//! configurations and wrappers as every caller. Tolerances are per kernel family and stated in
+//! `cuda_common::tol`; exact ones are bitwise.
 //!
-//! Run with `cargo test --features cuda-emu --test cuda_emu`. Each emulated CUDA thread is an OS
-//! thread here (so the sanitizers see real concurrency), which is why shapes stay small.
-#![cfg(feature = "cuda-emu")]
+//! Without a GPU: `cargo test --features cuda-emu --test cuda_kernels` runs the kernels in CPU
+//! emulation (kernels/cuda_emu.h). Each emulated CUDA thread is an OS thread here, so the
+//! sanitizers (scripts/cuda_sanitize.sh) see real concurrency, which is why shapes stay small.
+//! On a GPU: `cargo test --features gpu-tests --test cuda_kernels` runs them on cuda:0.
+#![cfg(any(feature = "cuda-emu", feature = "gpu-tests"))]
 
 mod cuda_common;
 use cuda_common::*;
@@ -267,7 +269,7 @@ proptest! {
     fn gradcam_weighting_matches_the_definition(batch in 1usize..3, channels in 1usize..8, plane in 1usize..50, seed in any::<u64>()) {
         let (act, grad) = (data(batch * channels * plane, seed, 1.0), data(batch * channels * plane, seed ^ 1, 1.0));
         let want = gradcam_reference(&act, &grad, batch, channels, plane);
-        let got = emu_gradcam(&act, &grad, batch, channels, plane);
+        let got = device_gradcam(&act, &grad, batch, channels, plane);
         assert_close("gradcam", &want, &got, tol::SMALL_SUM);
     }
 }

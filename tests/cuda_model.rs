@@ -1,14 +1,17 @@
-//! Model-level check of the CUDA backend without a GPU: one ResNet18 (small stem, full widths)
-//! training step at batch 2 on 32x32 input, run entirely through the emulated kernels (the real
-//! autograd, layers and model code on Device::CudaEmu), gives the CPU backend's loss, gradients
-//! and updated batch-norm statistics.
+//! Model-level check of the CUDA backend: one ResNet18 (small stem, full widths) training step at
+//! batch 2 on 32x32 input, run entirely through the CUDA kernels (the real autograd, layers and
+//! model code on the device), gives the CPU backend's loss, gradients and updated batch-norm
+//! statistics. Without a GPU (`--features cuda-emu`) the kernels run emulated, as fibers; with
+//! `--features gpu-tests` on cuda:0.
 //!
 //! Tolerance: loss within 1e-5 relative; every gradient tensor within 1e-4 relative L2 error
 //! (||g_dev - g_cpu|| / ||g_cpu||). The two backends sum in different orders (tiled GEMM vs the
 //! CPU's blocked GEMM), and the last stage's batch norms, which see 32 values per channel here,
 //! amplify f32 rounding (see the ResNet fixtures' note in tests/golden_models.rs). Measured: worst
 //! 6.3e-6 (layer4.1.bn1.weight), so 1e-4 leaves ~15x; a wrong index or a missing term gives O(1).
-#![cfg(feature = "cuda-emu")]
+#![cfg(any(feature = "cuda-emu", feature = "gpu-tests"))]
+
+mod cuda_common;
 
 use cxr::models::resnet::{ResNet, ResNetConfig};
 use cxr::models::Model;
@@ -49,10 +52,11 @@ fn train_step(device: Device) -> Step {
 
 #[test]
 fn resnet18_small_training_step_matches_the_cpu_backend() {
+    #[cfg(feature = "cuda-emu")]
     cxr::backend::cuda::emu::use_fibers(true);
     let cpu = train_step(Device::Cpu);
-    let emu = train_step(Device::CudaEmu);
-    assert!((cpu.loss - emu.loss).abs() <= 1e-5 * cpu.loss.abs(), "loss: cpu {} vs emulated cuda {}", cpu.loss, emu.loss);
+    let emu = train_step(cuda_common::device_under_test());
+    assert!((cpu.loss - emu.loss).abs() <= 1e-5 * cpu.loss.abs(), "loss: cpu {} vs cuda {}", cpu.loss, emu.loss);
     assert_eq!(cpu.tensors.len(), emu.tensors.len());
     let mut grads = 0;
     let mut worst = (0.0f64, String::new());
@@ -75,5 +79,5 @@ fn resnet18_small_training_step_matches_the_cpu_backend() {
         }
     }
     assert_eq!(grads, cpu.tensors.iter().filter(|t| t.1 == TensorRole::Parameter).count());
-    eprintln!("loss {} (cpu) vs {} (emulated cuda); {grads} gradients, worst {:.2e} at {}", cpu.loss, emu.loss, worst.0, worst.1);
+    eprintln!("loss {} (cpu) vs {} (cuda); {grads} gradients, worst {:.2e} at {}", cpu.loss, emu.loss, worst.0, worst.1);
 }
