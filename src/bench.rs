@@ -312,7 +312,12 @@ pub fn device_gemm_benches(device: crate::Device, sizes: &[usize], budget: Budge
 
 /// One ResNet18 training step (forward, BCE, backward) at `batch` x 3 x `size` x `size` on a
 /// device. Errors when the device cannot be used.
-pub fn device_train_bench(device: crate::Device, batch: usize, size: usize, budget: Budget) -> crate::Result<Measurement> {
+pub fn device_train_bench(
+    device: crate::Device,
+    batch: usize,
+    size: usize,
+    budget: Budget,
+) -> crate::Result<Measurement> {
     use crate::models::Architecture;
     let model = Architecture::ResNet18.build(3, 14, 0, device)?;
     let x = crate::Tensor::rand_uniform([batch, 3, size, size], 0.0, 1.0, 7, crate::Device::Cpu)?.to_device(device)?;

@@ -93,7 +93,11 @@ pub mod tol {
 pub fn assert_close(what: &str, want: &[f32], got: &[f32], t: Tol) {
     assert_eq!(want.len(), got.len(), "{what}: lengths");
     for (i, (w, g)) in want.iter().zip(got).enumerate() {
-        let ok = if t.abs == 0.0 && t.rel == 0.0 { w.to_bits() == g.to_bits() || (w.is_nan() && g.is_nan()) } else { (w - g).abs() <= t.bound(w.abs()) };
+        let ok = if t.abs == 0.0 && t.rel == 0.0 {
+            w.to_bits() == g.to_bits() || (w.is_nan() && g.is_nan())
+        } else {
+            (w - g).abs() <= t.bound(w.abs())
+        };
         assert!(ok, "{what}: element {i} of {}: cpu {w} vs device {g} (tolerance {t:?})", want.len());
     }
 }

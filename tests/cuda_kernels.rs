@@ -111,7 +111,16 @@ proptest! {
 }
 
 fn conv_geometry() -> impl Strategy<Value = Conv2dGeometry> {
-    (1usize..3, 1usize..5, 1usize..6, 3usize..10, 3usize..10, prop::sample::select(vec![1usize, 3]), 1usize..3, 0usize..2)
+    (
+        1usize..3,
+        1usize..5,
+        1usize..6,
+        3usize..10,
+        3usize..10,
+        prop::sample::select(vec![1usize, 3]),
+        1usize..3,
+        0usize..2,
+    )
         .prop_map(|(batch, cin, cout, h, w, k, s, p)| Conv2dGeometry {
             batch,
             in_channels: cin,
@@ -128,15 +137,17 @@ fn conv_geometry() -> impl Strategy<Value = Conv2dGeometry> {
 }
 
 fn pool_geometry() -> impl Strategy<Value = Pool2dGeometry> {
-    (1usize..3, 1usize..4, 3usize..11, 3usize..11, 1usize..4, 1usize..3, 0usize..2).prop_map(|(batch, channels, h, w, k, s, p)| Pool2dGeometry {
-        batch,
-        channels,
-        in_h: h,
-        in_w: w,
-        kernel: k,
-        stride: s,
-        pad: p.min(k / 2),
-    })
+    (1usize..3, 1usize..4, 3usize..11, 3usize..11, 1usize..4, 1usize..3, 0usize..2).prop_map(
+        |(batch, channels, h, w, k, s, p)| Pool2dGeometry {
+            batch,
+            channels,
+            in_h: h,
+            in_w: w,
+            kernel: k,
+            stride: s,
+            pad: p.min(k / 2),
+        },
+    )
 }
 
 proptest! {

@@ -35,7 +35,8 @@ fn train_step(device: Device) -> Step {
     let x = Tensor::rand_uniform([2, 1, 32, 32], -1.0, 1.0, 11, Device::Cpu).unwrap().to_device(device).unwrap();
     let targets: Vec<f32> = (0..28).map(|i| ((i * 7) % 3 == 0) as u8 as f32).collect();
     let t = Tensor::from_vec(targets, [2, 14]).unwrap().to_device(device).unwrap();
-    let pos = Tensor::from_vec((0..14).map(|i| 1.0 + i as f32 * 0.25).collect(), [14]).unwrap().to_device(device).unwrap();
+    let pos =
+        Tensor::from_vec((0..14).map(|i| 1.0 + i as f32 * 0.25).collect(), [14]).unwrap().to_device(device).unwrap();
     let logits = model.forward(&x).unwrap();
     let loss = ops::bce_with_logits(&logits, &t, Some(&pos)).unwrap();
     loss.backward().unwrap();
@@ -79,5 +80,8 @@ fn resnet18_small_training_step_matches_the_cpu_backend() {
         }
     }
     assert_eq!(grads, cpu.tensors.iter().filter(|t| t.1 == TensorRole::Parameter).count());
-    eprintln!("loss {} (cpu) vs {} (cuda); {grads} gradients, worst {:.2e} at {}", cpu.loss, emu.loss, worst.0, worst.1);
+    eprintln!(
+        "loss {} (cpu) vs {} (cuda); {grads} gradients, worst {:.2e} at {}",
+        cpu.loss, emu.loss, worst.0, worst.1
+    );
 }

@@ -24,10 +24,16 @@ fn nvrtc_or_skip(what: &str) -> bool {
 
 /// Runs `f` over every (file, arch) on two threads (NVRTC calls are independent).
 fn for_each_target<T: Send>(f: impl Fn(&str, u32) -> T + Sync) -> Vec<(String, u32, T)> {
-    let jobs: Vec<(&str, u32)> = SOURCES.iter().flat_map(|(file, _)| TARGET_ARCHS.iter().map(move |&a| (*file, a))).collect();
+    let jobs: Vec<(&str, u32)> =
+        SOURCES.iter().flat_map(|(file, _)| TARGET_ARCHS.iter().map(move |&a| (*file, a))).collect();
     let half = jobs.len().div_ceil(2);
     std::thread::scope(|s| {
-        let handles: Vec<_> = jobs.chunks(half).map(|chunk| s.spawn(|| chunk.iter().map(|&(file, a)| (file.to_string(), a, f(file, a))).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> = jobs
+            .chunks(half)
+            .map(|chunk| {
+                s.spawn(|| chunk.iter().map(|&(file, a)| (file.to_string(), a, f(file, a))).collect::<Vec<_>>())
+            })
+            .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     })
 }
@@ -38,7 +44,8 @@ fn every_kernel_compiles_to_cubin_for_every_target_arch_without_warnings() {
         return;
     }
     let results = for_each_target(|file, arch| compile(file, arch, Output::Cubin).map(|c| c.image.len()));
-    let failures: Vec<String> = results.iter().filter_map(|(f, a, r)| r.as_ref().err().map(|e| format!("{f} sm_{a}: {e}"))).collect();
+    let failures: Vec<String> =
+        results.iter().filter_map(|(f, a, r)| r.as_ref().err().map(|e| format!("{f} sm_{a}: {e}"))).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     for (file, arch, size) in &results {
         let size = size.as_ref().unwrap();
@@ -96,8 +103,13 @@ fn ptxas_reports_resources_and_every_kernel_entry_exists() {
     let results = for_each_target(|file, arch| -> Result<Vec<(String, Usage)>, String> {
         let ptx = compile(file, arch, Output::Ptx).map_err(|e| e.to_string())?;
         let path = dir.join(format!("{file}.sm_{arch}.ptx"));
-        std::fs::write(&path, &ptx.image[..ptx.image.iter().position(|&b| b == 0).unwrap_or(ptx.image.len())]).map_err(|e| e.to_string())?;
-        let out = Command::new(&ptxas).args(["-v", &format!("-arch=sm_{arch}"), "-o", "/dev/null"]).arg(&path).output().map_err(|e| format!("{ptxas}: {e}"))?;
+        std::fs::write(&path, &ptx.image[..ptx.image.iter().position(|&b| b == 0).unwrap_or(ptx.image.len())])
+            .map_err(|e| e.to_string())?;
+        let out = Command::new(&ptxas)
+            .args(["-v", &format!("-arch=sm_{arch}"), "-o", "/dev/null"])
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("{ptxas}: {e}"))?;
         let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             return Err(format!("ptxas failed:\n{text}"));
@@ -108,16 +120,26 @@ fn ptxas_reports_resources_and_every_kernel_entry_exists() {
         Ok(parse_ptxas(&text))
     });
     std::fs::remove_dir_all(&dir).ok();
-    let failures: Vec<String> = results.iter().filter_map(|(f, a, r)| r.as_ref().err().map(|e| format!("{f} sm_{a}: {e}"))).collect();
+    let failures: Vec<String> =
+        results.iter().filter_map(|(f, a, r)| r.as_ref().err().map(|e| format!("{f} sm_{a}: {e}"))).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let mut spills = Vec::new();
-    eprintln!("{:<34} {:>6} {:>5} {:>6} {:>6}  (registers, shared bytes, spill store/load bytes)", "kernel", "arch", "regs", "smem", "spill");
+    eprintln!(
+        "{:<34} {:>6} {:>5} {:>6} {:>6}  (registers, shared bytes, spill store/load bytes)",
+        "kernel", "arch", "regs", "smem", "spill"
+    );
     for (file, arch, r) in &results {
         let usage = r.as_ref().unwrap();
         for (kernel, u) in usage {
-            eprintln!("{kernel:<34} sm_{arch:<3} {:>5} {:>6} {:>3}/{:<3}", u.registers, u.shared, u.spill_stores, u.spill_loads);
+            eprintln!(
+                "{kernel:<34} sm_{arch:<3} {:>5} {:>6} {:>3}/{:<3}",
+                u.registers, u.shared, u.spill_stores, u.spill_loads
+            );
             if u.spill_stores + u.spill_loads > 0 {
-                spills.push(format!("{kernel} ({file}, sm_{arch}): {} bytes spill stores, {} bytes spill loads", u.spill_stores, u.spill_loads));
+                spills.push(format!(
+                    "{kernel} ({file}, sm_{arch}): {} bytes spill stores, {} bytes spill loads",
+                    u.spill_stores, u.spill_loads
+                ));
             }
         }
         for (kernel, kfile) in KERNELS {

@@ -48,11 +48,12 @@ impl std::str::FromStr for Device {
             "cuda" => Ok(Device::Cuda(0)),
             #[cfg(feature = "cuda-emu")]
             "cuda-emu" => Ok(Device::CudaEmu),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Device::Cuda)
-                .ok_or_else(|| Error::InvalidArgument { op: "device", detail: format!("'{s}' is not a device (expected cpu, cuda or cuda:N)") }),
+            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Device::Cuda).ok_or_else(|| {
+                Error::InvalidArgument {
+                    op: "device",
+                    detail: format!("'{s}' is not a device (expected cpu, cuda or cuda:N)"),
+                }
+            }),
         }
     }
 }

@@ -87,8 +87,18 @@ impl Backend for CudaBackend {
         Ok(reduce::reduce(&self.ctx, "all_finite", self.dev("all_finite", x)?, reduce::Mode::NonFinite)? == 0.0)
     }
 
-    fn matmul(&self, a: &Storage, a_layout: Layout, b: &Storage, b_layout: Layout, m: usize, k: usize, n: usize) -> Result<Storage> {
-        matmul::matmul(&self.ctx, self.dev("matmul", a)?, a_layout, self.dev("matmul", b)?, b_layout, m, k, n).map(storage)
+    fn matmul(
+        &self,
+        a: &Storage,
+        a_layout: Layout,
+        b: &Storage,
+        b_layout: Layout,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Storage> {
+        matmul::matmul(&self.ctx, self.dev("matmul", a)?, a_layout, self.dev("matmul", b)?, b_layout, m, k, n)
+            .map(storage)
     }
     fn add_row_bias_assign(&self, x: &mut Storage, bias: &Storage, rows: usize, cols: usize) -> Result<()> {
         let bias = self.dev("add_row_bias", bias)?;
@@ -218,7 +228,14 @@ impl Backend for CudaBackend {
         }
         optim::sgd(&self.ctx, p, grad, Some((self.ctx.dev_mut(op, momentum_buf)?, first)), h)
     }
-    fn adam_step(&self, param: &mut Storage, grad: &Storage, m: &mut Storage, v: &mut Storage, h: &AdamStep) -> Result<()> {
+    fn adam_step(
+        &self,
+        param: &mut Storage,
+        grad: &Storage,
+        m: &mut Storage,
+        v: &mut Storage,
+        h: &AdamStep,
+    ) -> Result<()> {
         let op = "adam_step";
         let grad = self.dev(op, grad)?;
         let p = self.ctx.dev_mut(op, param)?;
@@ -229,7 +246,14 @@ impl Backend for CudaBackend {
         optim::adam(&self.ctx, p, grad, self.ctx.dev_mut(op, m)?, self.ctx.dev_mut(op, v)?, h)
     }
 
-    fn bce_with_logits(&self, logits: &Storage, targets: &Storage, w: BceWeights<'_>, rows: usize, classes: usize) -> Result<f32> {
+    fn bce_with_logits(
+        &self,
+        logits: &Storage,
+        targets: &Storage,
+        w: BceWeights<'_>,
+        rows: usize,
+        classes: usize,
+    ) -> Result<f32> {
         let op = "bce_with_logits";
         loss::forward(&self.ctx, self.dev(op, logits)?, self.dev(op, targets)?, self.weights(op, w)?, rows, classes)
     }

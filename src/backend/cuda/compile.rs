@@ -54,7 +54,11 @@ fn preload_from(dir: &str) -> Result<()> {
         let find = |prefix: &str| {
             names
                 .iter()
-                .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && !n.contains(".alt.")))
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix) && !n.contains(".alt."))
+                })
                 .ok_or_else(|| format!("CXR_NVRTC_DIR={dir} holds no {prefix}*"))
         };
         for lib in [find("libnvrtc-builtins.so")?, find("libnvrtc.so")?] {
@@ -134,7 +138,9 @@ unsafe fn image_of(prog: nvrtc_sys::nvrtcProgram, output: Output) -> std::result
 
 /// Where compiled kernels are cached: `$XDG_CACHE_HOME/cxr/kernels` (or ~/.cache/cxr/kernels).
 pub fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("cxr").join("kernels"))
 }
 
@@ -163,4 +169,25 @@ pub fn cubin(file: &str, arch: u32) -> Result<Vec<u8>> {
         let _ = crate::io::atomic::write_atomic(p, &compiled.image);
     }
     Ok(compiled.image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_names_file_arch_and_nvrtc_version() {
+        let dir = std::path::Path::new("/c");
+        let a = cache_path(dir, "matmul.cu", 86, (13, 0)).unwrap();
+        let name = a.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("matmul-sm86-nvrtc13.0-") && name.ends_with(".cubin"), "{name}");
+        assert_ne!(a, cache_path(dir, "matmul.cu", 90, (13, 0)).unwrap());
+        assert_ne!(a, cache_path(dir, "matmul.cu", 86, (13, 1)).unwrap());
+        // Different sources hash differently.
+        let (x, y) =
+            (cache_path(dir, "pool.cu", 86, (13, 0)).unwrap(), cache_path(dir, "norm.cu", 86, (13, 0)).unwrap());
+        let hash = |p: &std::path::Path| p.to_str().unwrap().rsplit('-').next().unwrap().to_string();
+        assert_ne!(hash(&x), hash(&y));
+        assert!(cache_path(dir, "nope.cu", 86, (13, 0)).is_none());
+    }
 }

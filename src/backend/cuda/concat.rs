@@ -8,7 +8,17 @@ use crate::error::{Error, Result};
 /// Copies `count` channels of every image from src (at channel `src_off` of `src_channels`) to
 /// dst (at `dst_off` of `dst_channels`).
 #[allow(clippy::too_many_arguments)]
-fn copy_block(ctx: &Ctx, op: &'static str, dst: &DeviceStorage, src: &DeviceStorage, batch: usize, plane: usize, count: usize, src_at: (usize, usize), dst_at: (usize, usize)) -> Result<()> {
+fn copy_block(
+    ctx: &Ctx,
+    op: &'static str,
+    dst: &DeviceStorage,
+    src: &DeviceStorage,
+    batch: usize,
+    plane: usize,
+    count: usize,
+    src_at: (usize, usize),
+    dst_at: (usize, usize),
+) -> Result<()> {
     let sizes = [plane, count, src_at.0, src_at.1, dst_at.0, dst_at.1].map(|v| Arg::I32(v as i32));
     ctx.launch_1d(op, "copy_channels_f32", batch * count * plane, &[&[dst.arg(), src.arg()][..], &sizes].concat())
 }
@@ -31,7 +41,13 @@ pub fn concat(ctx: &Ctx, parts: &[(&DeviceStorage, usize)], batch: usize, plane:
 }
 
 /// Splits [N, sum C_i, plane] into its channel blocks.
-pub fn split(ctx: &Ctx, x: &DeviceStorage, channels: &[usize], batch: usize, plane: usize) -> Result<Vec<DeviceStorage>> {
+pub fn split(
+    ctx: &Ctx,
+    x: &DeviceStorage,
+    channels: &[usize],
+    batch: usize,
+    plane: usize,
+) -> Result<Vec<DeviceStorage>> {
     let op = "split_channels";
     let total: usize = channels.iter().sum();
     launch::check_product(op, "input", &[batch, total, plane])?;

@@ -18,7 +18,19 @@ fn geometry_arg(op: &'static str, g: &Conv2dGeometry) -> Result<Arg> {
     launch::check_product(op, "weight", &[g.out_channels, k])?;
     launch::check_product(op, "input", &[g.batch, g.in_channels, g.in_h, g.in_w])?;
     launch::check_product(op, "output", &[g.batch, g.out_channels, g.out_h(), g.out_w()])?;
-    let fields = [g.in_channels, g.in_h, g.in_w, g.out_h(), g.out_w(), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w];
+    let fields = [
+        g.in_channels,
+        g.in_h,
+        g.in_w,
+        g.out_h(),
+        g.out_w(),
+        g.kernel_h,
+        g.kernel_w,
+        g.stride_h,
+        g.stride_w,
+        g.pad_h,
+        g.pad_w,
+    ];
     Ok(Arg::Ints(fields.iter().map(|&v| v as i32).collect()))
 }
 
@@ -29,7 +41,10 @@ fn is_pointwise(g: &Conv2dGeometry) -> bool {
 
 fn check_len(op: &'static str, what: &str, s: &DeviceStorage, len: usize) -> Result<()> {
     if s.len != len {
-        return Err(Error::ShapeMismatch { op, detail: format!("{what} has {} elements, the geometry needs {len}", s.len) });
+        return Err(Error::ShapeMismatch {
+            op,
+            detail: format!("{what} has {} elements, the geometry needs {len}", s.len),
+        });
     }
     Ok(())
 }
@@ -41,7 +56,15 @@ fn per_image(g: &Conv2dGeometry) -> (usize, usize, usize, usize) {
 }
 
 /// Address of image n's column matrix: im2col into `col`, or the image itself when pointwise.
-fn columns(ctx: &Ctx, op: &'static str, g: &Conv2dGeometry, geo: &Arg, x: &DeviceStorage, col: &Option<DeviceStorage>, n: usize) -> Result<u64> {
+fn columns(
+    ctx: &Ctx,
+    op: &'static str,
+    g: &Conv2dGeometry,
+    geo: &Arg,
+    x: &DeviceStorage,
+    col: &Option<DeviceStorage>,
+    n: usize,
+) -> Result<u64> {
     let (in_len, _, k, plane) = per_image(g);
     match col {
         None => Ok(x.ptr_at(n * in_len)),
@@ -54,11 +77,21 @@ fn columns(ctx: &Ctx, op: &'static str, g: &Conv2dGeometry, geo: &Arg, x: &Devic
 
 fn column_buffer(ctx: &Ctx, op: &'static str, g: &Conv2dGeometry) -> Result<Option<DeviceStorage>> {
     let (_, _, k, plane) = per_image(g);
-    if is_pointwise(g) { Ok(None) } else { ctx.alloc(op, k * plane).map(Some) }
+    if is_pointwise(g) {
+        Ok(None)
+    } else {
+        ctx.alloc(op, k * plane).map(Some)
+    }
 }
 
 /// y = conv2d(x, w) + bias.
-pub fn forward(ctx: &Ctx, g: &Conv2dGeometry, x: &DeviceStorage, w: &DeviceStorage, bias: Option<&DeviceStorage>) -> Result<DeviceStorage> {
+pub fn forward(
+    ctx: &Ctx,
+    g: &Conv2dGeometry,
+    x: &DeviceStorage,
+    w: &DeviceStorage,
+    bias: Option<&DeviceStorage>,
+) -> Result<DeviceStorage> {
     let op = "conv2d";
     let geo = geometry_arg(op, g)?;
     check_len(op, "input", x, g.input_len())?;

@@ -16,7 +16,8 @@ pub struct Ctx {
 impl Ctx {
     /// `len` uninitialised f32 on the device.
     pub fn alloc(&self, op: &'static str, len: usize) -> Result<DeviceStorage> {
-        let bytes = len.checked_mul(4).ok_or_else(|| Error::InvalidArgument { op, detail: format!("{len} elements") })?;
+        let bytes =
+            len.checked_mul(4).ok_or_else(|| Error::InvalidArgument { op, detail: format!("{len} elements") })?;
         Ok(DeviceStorage { buf: Arc::new(self.exec.alloc(op, bytes)?), len })
     }
     /// `bytes` of scratch memory (f64 partial sums).
@@ -41,7 +42,9 @@ impl Ctx {
     pub fn dev<'a>(&self, op: &'static str, s: &'a Storage) -> Result<&'a DeviceStorage> {
         match s {
             Storage::Cuda(d) if d.device() == self.exec.device() => Ok(d),
-            other => Err(Error::DeviceMismatch { op, a: self.exec.device().to_string(), b: other.device().to_string() }),
+            other => {
+                Err(Error::DeviceMismatch { op, a: self.exec.device().to_string(), b: other.device().to_string() })
+            }
         }
     }
     /// Like [`Ctx::dev`] with `len` checked.

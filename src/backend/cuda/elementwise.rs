@@ -12,7 +12,13 @@ pub fn unary(ctx: &Ctx, op: &'static str, kernel: &'static str, x: &DeviceStorag
 }
 
 /// y = kernel(a, b) for the two-input kernels (add, mul, the activation backwards).
-pub fn binary(ctx: &Ctx, op: &'static str, kernel: &'static str, a: &DeviceStorage, b: &DeviceStorage) -> Result<DeviceStorage> {
+pub fn binary(
+    ctx: &Ctx,
+    op: &'static str,
+    kernel: &'static str,
+    a: &DeviceStorage,
+    b: &DeviceStorage,
+) -> Result<DeviceStorage> {
     same_len(op, a, b)?;
     let y = ctx.alloc(op, a.len)?;
     ctx.launch_1d(op, kernel, a.len, &[y.arg(), a.arg(), b.arg()])?;
@@ -55,14 +61,28 @@ pub fn dropout_mask(ctx: &Ctx, len: usize, p: f32, seed: u64) -> Result<DeviceSt
 pub fn add_row_bias(ctx: &Ctx, x: &DeviceStorage, bias: &DeviceStorage, rows: usize, cols: usize) -> Result<()> {
     let op = "add_row_bias";
     if x.len != rows * cols || bias.len != cols {
-        return Err(Error::ShapeMismatch { op, detail: format!("x {} / bias {} for {rows} x {cols}", x.len, bias.len) });
+        return Err(Error::ShapeMismatch {
+            op,
+            detail: format!("x {} / bias {} for {rows} x {cols}", x.len, bias.len),
+        });
     }
     ctx.launch_1d(op, "add_row_bias_f32", x.len, &[x.arg(), bias.arg(), Arg::I32(cols as i32)])
 }
 
 /// y[n, c, p] += bias[c].
-pub fn add_channel_bias(ctx: &Ctx, y: &DeviceStorage, bias: &DeviceStorage, channels: usize, plane: usize) -> Result<()> {
-    ctx.launch_1d("conv2d", "add_channel_bias_f32", y.len, &[y.arg(), bias.arg(), Arg::I32(channels as i32), Arg::I32(plane as i32)])
+pub fn add_channel_bias(
+    ctx: &Ctx,
+    y: &DeviceStorage,
+    bias: &DeviceStorage,
+    channels: usize,
+    plane: usize,
+) -> Result<()> {
+    ctx.launch_1d(
+        "conv2d",
+        "add_channel_bias_f32",
+        y.len,
+        &[y.arg(), bias.arg(), Arg::I32(channels as i32), Arg::I32(plane as i32)],
+    )
 }
 
 /// 1/sqrt(var + eps).

@@ -40,7 +40,8 @@ pub fn use_fibers(on: bool) {
 }
 
 fn layout(bytes: usize) -> Result<Layout> {
-    Layout::from_size_align(bytes, ALIGN).map_err(|e| Error::Device(format!("cuda-emu: cannot allocate {bytes} bytes: {e}")))
+    Layout::from_size_align(bytes, ALIGN)
+        .map_err(|e| Error::Device(format!("cuda-emu: cannot allocate {bytes} bytes: {e}")))
 }
 
 impl Executor for EmuExecutor {
@@ -83,7 +84,9 @@ impl Executor for EmuExecutor {
         if !dst.is_empty() {
             // SAFETY: the range lies inside the live allocation (checked above); launches are
             // synchronous here, so no kernel is writing it.
-            unsafe { std::ptr::copy_nonoverlapping((src.ptr() as *const u8).add(byte_offset), dst.as_mut_ptr(), dst.len()) };
+            unsafe {
+                std::ptr::copy_nonoverlapping((src.ptr() as *const u8).add(byte_offset), dst.as_mut_ptr(), dst.len())
+            };
         }
         Ok(())
     }
@@ -94,7 +97,8 @@ impl Executor for EmuExecutor {
         // SAFETY: the kernel reads one value per pointer, of the type its signature declares;
         // the wrappers pass exactly that list (checked against the sources by the tests), and
         // every device pointer was validated against its buffer's length by the wrapper.
-        let code = unsafe { cxr_emu_launch(name.as_ptr(), cfg.grid.as_ptr(), cfg.block.as_ptr(), pointers.as_mut_ptr()) };
+        let code =
+            unsafe { cxr_emu_launch(name.as_ptr(), cfg.grid.as_ptr(), cfg.block.as_ptr(), pointers.as_mut_ptr()) };
         match code {
             0 => Ok(()),
             2 => Err(Error::Device(format!("cuda-emu: no kernel named {kernel}"))),

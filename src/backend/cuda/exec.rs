@@ -142,8 +142,15 @@ impl PackedArgs {
         let (slots, structs) = (&mut self.slots, &mut self.structs);
         self.order
             .iter()
-            .map(|&(is_struct, i)| if is_struct { structs[i].as_mut_ptr().cast() } else { (&mut slots[i] as *mut u64).cast() })
+            .map(
+                |&(is_struct, i)| {
+                    if is_struct {
+                        structs[i].as_mut_ptr().cast()
+                    } else {
+                        (&mut slots[i] as *mut u64).cast()
+                    }
+                },
+            )
             .collect()
     }
 }
-

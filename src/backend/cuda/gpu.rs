@@ -50,7 +50,9 @@ pub fn init_driver() -> Result<()> {
     INIT.get_or_init(|| {
         // SAFETY: only probes dlopen for libcuda; no symbol is called.
         if !unsafe { sys::is_culib_present() } {
-            return Err("no NVIDIA driver: libcuda.so was not found (install the NVIDIA driver, or JetPack on a Jetson)".into());
+            return Err(
+                "no NVIDIA driver: libcuda.so was not found (install the NVIDIA driver, or JetPack on a Jetson)".into(),
+            );
         }
         cu::init().map_err(|e| format!("the NVIDIA driver failed to initialise: {e:?}"))
     })
@@ -94,7 +96,15 @@ impl GpuExecutor {
         let dev = cu::device::get(n as i32).map_err(|e| driver_err(format!("cuda:{n}"), e))?;
         // SAFETY: dev is valid; the retained primary context lives as long as the process.
         let ctx = unsafe { cu::primary_ctx::retain(dev) }.map_err(|e| driver_err("cuDevicePrimaryCtxRetain", e))?;
-        Ok(GpuExecutor { ordinal: n, ctx, arch, name, cache: Cache::default(), modules: Mutex::default(), functions: Mutex::default() })
+        Ok(GpuExecutor {
+            ordinal: n,
+            ctx,
+            arch,
+            name,
+            cache: Cache::default(),
+            modules: Mutex::default(),
+            functions: Mutex::default(),
+        })
     }
 
     fn make_current(&self) -> Result<()> {
@@ -111,7 +121,8 @@ impl GpuExecutor {
         let module = self.module(file)?;
         let name = std::ffi::CString::new(kernel).map_err(|_| Error::Device(format!("bad kernel name {kernel}")))?;
         // SAFETY: module was loaded into this (current) context and is never unloaded.
-        let f = unsafe { cu::module::get_function(module, name) }.map_err(|e| driver_err(format!("kernel {kernel}"), e))?;
+        let f =
+            unsafe { cu::module::get_function(module, name) }.map_err(|e| driver_err(format!("kernel {kernel}"), e))?;
         self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(kernel, f);
         Ok(f)
     }
@@ -124,7 +135,8 @@ impl GpuExecutor {
         let cubin = compile::cubin(file, self.arch)?;
         // SAFETY: cubin is a complete CUBIN image for this device's architecture; the driver
         // copies it during the call.
-        let m = unsafe { cu::module::load_data(cubin.as_ptr().cast()) }.map_err(|e| driver_err(format!("loading {file} (sm_{})", self.arch), e))?;
+        let m = unsafe { cu::module::load_data(cubin.as_ptr().cast()) }
+            .map_err(|e| driver_err(format!("loading {file} (sm_{})", self.arch), e))?;
         modules.insert(file, m);
         Ok(m)
     }
@@ -179,7 +191,12 @@ impl Executor for GpuExecutor {
                     unsafe { cu::free_sync(p) }.ok();
                 }
                 // SAFETY: as above.
-                unsafe { cu::malloc_sync(class) }.map_err(|e| Error::Device(format!("{op}: out of device memory on cuda:{} allocating {bytes} bytes ({e:?})", self.ordinal)))?
+                unsafe { cu::malloc_sync(class) }.map_err(|e| {
+                    Error::Device(format!(
+                        "{op}: out of device memory on cuda:{} allocating {bytes} bytes ({e:?})",
+                        self.ordinal
+                    ))
+                })?
             }
         };
         Ok(Buffer::new(ptr, class, self))
@@ -220,7 +237,8 @@ impl Executor for GpuExecutor {
         // SAFETY: f is a loaded kernel whose parameter list the wrapper matched (tests check
         // every wrapper against the sources through the emulation); params point at live values
         // for the duration of the call (the driver copies them); the null stream is valid.
-        unsafe { cu::launch_kernel(f, grid, block, 0, std::ptr::null_mut(), &mut params) }.map_err(|e| driver_err(format!("launching {kernel} {cfg:?}"), e))
+        unsafe { cu::launch_kernel(f, grid, block, 0, std::ptr::null_mut(), &mut params) }
+            .map_err(|e| driver_err(format!("launching {kernel} {cfg:?}"), e))
     }
 }
 
@@ -234,14 +252,22 @@ pub fn device_report() -> Vec<String> {
         Ok(n) => {
             for i in 0..n {
                 lines.push(match describe(i) {
-                    Ok((name, cc, mem)) => format!("cuda:{i}: {name}, compute capability {}.{}, {:.1} GiB", cc / 10, cc % 10, mem as f64 / (1u64 << 30) as f64),
+                    Ok((name, cc, mem)) => format!(
+                        "cuda:{i}: {name}, compute capability {}.{}, {:.1} GiB",
+                        cc / 10,
+                        cc % 10,
+                        mem as f64 / (1u64 << 30) as f64
+                    ),
                     Err(e) => format!("cuda:{i}: {e}"),
                 });
             }
         }
     }
     lines.push(match compile::nvrtc_version() {
-        Ok((major, minor)) => format!("nvrtc: {major}.{minor} (kernels compiled at first use, cached in {})", compile::cache_dir().map_or("no cache folder".into(), |d| d.display().to_string())),
+        Ok((major, minor)) => format!(
+            "nvrtc: {major}.{minor} (kernels compiled at first use, cached in {})",
+            compile::cache_dir().map_or("no cache folder".into(), |d| d.display().to_string())
+        ),
         Err(e) => format!("nvrtc: unavailable: {e}"),
     });
     lines

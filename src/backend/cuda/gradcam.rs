@@ -6,10 +6,20 @@ use super::pool;
 use crate::error::{Error, Result};
 
 /// cam[n, p] = relu(sum_c mean_p(grad[n, c]) * act[n, c, p]) for act, grad of [N, C, plane].
-pub fn weighting(ctx: &Ctx, act: &DeviceStorage, grad: &DeviceStorage, batch: usize, channels: usize, plane: usize) -> Result<DeviceStorage> {
+pub fn weighting(
+    ctx: &Ctx,
+    act: &DeviceStorage,
+    grad: &DeviceStorage,
+    batch: usize,
+    channels: usize,
+    plane: usize,
+) -> Result<DeviceStorage> {
     let op = "gradcam";
     if act.len != batch * channels * plane || grad.len != act.len {
-        return Err(Error::ShapeMismatch { op, detail: format!("activation {} / gradient {} for [{batch}, {channels}, {plane}]", act.len, grad.len) });
+        return Err(Error::ShapeMismatch {
+            op,
+            detail: format!("activation {} / gradient {} for [{batch}, {channels}, {plane}]", act.len, grad.len),
+        });
     }
     let weights = pool::global_forward(ctx, grad, batch * channels, plane)?;
     let cam = ctx.alloc(op, batch * plane)?;

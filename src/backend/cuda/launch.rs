@@ -32,7 +32,10 @@ pub struct LaunchConfig {
 }
 
 fn too_large(op: &'static str, detail: String) -> Error {
-    Error::InvalidArgument { op, detail: format!("{detail} is too large for the CUDA kernels (limit {MAX_ELEMS} elements)") }
+    Error::InvalidArgument {
+        op,
+        detail: format!("{detail} is too large for the CUDA kernels (limit {MAX_ELEMS} elements)"),
+    }
 }
 
 /// `value` as a kernel `int`, or an error naming `op` and `what`.

@@ -45,7 +45,14 @@ pub fn backend_for(device: Device) -> Result<&'static CudaBackend> {
 }
 
 /// The Grad-CAM map on a CUDA device: relu(sum_c mean_p(grad) * act) per image, [N, plane].
-pub fn gradcam_on(device: Device, act: &Storage, grad: &Storage, batch: usize, channels: usize, plane: usize) -> Result<Storage> {
+pub fn gradcam_on(
+    device: Device,
+    act: &Storage,
+    grad: &Storage,
+    batch: usize,
+    channels: usize,
+    plane: usize,
+) -> Result<Storage> {
     let b = backend_for(device)?;
     let ctx = b.ctx();
     let cam = gradcam::weighting(ctx, ctx.dev("gradcam", act)?, ctx.dev("gradcam", grad)?, batch, channels, plane)?;

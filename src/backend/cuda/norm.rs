@@ -22,17 +22,43 @@ fn sizes(s: NormShape) -> [Arg; 3] {
 }
 
 /// y = (x - mean) * inv_std * gamma + beta.
-pub fn apply(ctx: &Ctx, op: &'static str, s: NormShape, x: &DeviceStorage, mean: &DeviceStorage, inv_std: &DeviceStorage, gamma: &DeviceStorage, beta: &DeviceStorage) -> Result<DeviceStorage> {
+pub fn apply(
+    ctx: &Ctx,
+    op: &'static str,
+    s: NormShape,
+    x: &DeviceStorage,
+    mean: &DeviceStorage,
+    inv_std: &DeviceStorage,
+    gamma: &DeviceStorage,
+    beta: &DeviceStorage,
+) -> Result<DeviceStorage> {
     check(op, s, x, &[mean, inv_std, gamma, beta])?;
     let y = ctx.alloc(op, x.len)?;
-    let args = [y.arg(), x.arg(), mean.arg(), inv_std.arg(), gamma.arg(), beta.arg(), Arg::I32(s.channels as i32), Arg::I32(s.plane as i32)];
+    let args = [
+        y.arg(),
+        x.arg(),
+        mean.arg(),
+        inv_std.arg(),
+        gamma.arg(),
+        beta.arg(),
+        Arg::I32(s.channels as i32),
+        Arg::I32(s.plane as i32),
+    ];
     ctx.launch_1d(op, "batch_norm_apply_f32", x.len, &args)?;
     Ok(y)
 }
 
 /// Batch statistics (and the running-stat update, in place): returns (mean, inv_std).
 #[allow(clippy::too_many_arguments)]
-pub fn train_stats(ctx: &Ctx, s: NormShape, x: &DeviceStorage, running_mean: &DeviceStorage, running_var: &DeviceStorage, momentum: f32, eps: f32) -> Result<(DeviceStorage, DeviceStorage)> {
+pub fn train_stats(
+    ctx: &Ctx,
+    s: NormShape,
+    x: &DeviceStorage,
+    running_mean: &DeviceStorage,
+    running_var: &DeviceStorage,
+    momentum: f32,
+    eps: f32,
+) -> Result<(DeviceStorage, DeviceStorage)> {
     let op = "batch_norm";
     check(op, s, x, &[running_mean, running_var])?;
     let mean = ctx.alloc(op, s.channels)?;
@@ -46,7 +72,16 @@ pub fn train_stats(ctx: &Ctx, s: NormShape, x: &DeviceStorage, running_mean: &De
 
 /// (dx, dgamma, dbeta).
 #[allow(clippy::too_many_arguments)]
-pub fn backward(ctx: &Ctx, s: NormShape, x: &DeviceStorage, dy: &DeviceStorage, gamma: &DeviceStorage, mean: &DeviceStorage, inv_std: &DeviceStorage, batch_stats: bool) -> Result<(DeviceStorage, DeviceStorage, DeviceStorage)> {
+pub fn backward(
+    ctx: &Ctx,
+    s: NormShape,
+    x: &DeviceStorage,
+    dy: &DeviceStorage,
+    gamma: &DeviceStorage,
+    mean: &DeviceStorage,
+    inv_std: &DeviceStorage,
+    batch_stats: bool,
+) -> Result<(DeviceStorage, DeviceStorage, DeviceStorage)> {
     let op = "batch_norm_backward";
     check(op, s, x, &[gamma, mean, inv_std])?;
     check(op, s, dy, &[])?;

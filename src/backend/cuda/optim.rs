@@ -7,7 +7,13 @@ use crate::backend::{AdamStep, SgdStep};
 use crate::error::Result;
 
 /// One SGD step in place; `buf` is the momentum buffer, `first` when it was just created.
-pub fn sgd(ctx: &Ctx, p: &DeviceStorage, g: &DeviceStorage, buf: Option<(&DeviceStorage, bool)>, h: &SgdStep) -> Result<()> {
+pub fn sgd(
+    ctx: &Ctx,
+    p: &DeviceStorage,
+    g: &DeviceStorage,
+    buf: Option<(&DeviceStorage, bool)>,
+    h: &SgdStep,
+) -> Result<()> {
     let op = "sgd_step";
     same_len(op, p, g)?;
     let (buf_arg, first) = match buf {
@@ -23,7 +29,14 @@ pub fn sgd(ctx: &Ctx, p: &DeviceStorage, g: &DeviceStorage, buf: Option<(&Device
 }
 
 /// One Adam/AdamW step in place; the bias corrections are computed here in f64, as the CPU does.
-pub fn adam(ctx: &Ctx, p: &DeviceStorage, g: &DeviceStorage, m: &DeviceStorage, v: &DeviceStorage, h: &AdamStep) -> Result<()> {
+pub fn adam(
+    ctx: &Ctx,
+    p: &DeviceStorage,
+    g: &DeviceStorage,
+    m: &DeviceStorage,
+    v: &DeviceStorage,
+    h: &AdamStep,
+) -> Result<()> {
     let op = "adam_step";
     for other in [g, m, v] {
         same_len(op, p, other)?;
@@ -33,7 +46,8 @@ pub fn adam(ctx: &Ctx, p: &DeviceStorage, g: &DeviceStorage, m: &DeviceStorage, 
     let step_size = (h.lr as f64 / bias1) as f32;
     let bias2_sqrt = (1.0 - (h.beta2 as f64).powi(t)).sqrt() as f32;
     let decay = 1.0 - h.lr * h.weight_decay;
-    let hyper = [Arg::F32(h.beta1), Arg::F32(h.beta2), Arg::F32(h.eps), Arg::F32(h.weight_decay), Arg::I32(h.decoupled as i32)];
+    let hyper =
+        [Arg::F32(h.beta1), Arg::F32(h.beta2), Arg::F32(h.eps), Arg::F32(h.weight_decay), Arg::I32(h.decoupled as i32)];
     let derived = [Arg::F32(step_size), Arg::F32(bias2_sqrt), Arg::F32(decay)];
     ctx.launch_1d(op, "adam_step_f32", p.len, &[&[p.arg(), g.arg(), m.arg(), v.arg()][..], &hyper, &derived].concat())
 }

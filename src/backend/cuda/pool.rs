@@ -24,7 +24,13 @@ fn check_len(op: &'static str, s: &DeviceStorage, len: usize) -> Result<()> {
 }
 
 /// Max or average pool forward (`kernel` picks which).
-pub fn forward(ctx: &Ctx, op: &'static str, kernel: &'static str, g: &Pool2dGeometry, x: &DeviceStorage) -> Result<DeviceStorage> {
+pub fn forward(
+    ctx: &Ctx,
+    op: &'static str,
+    kernel: &'static str,
+    g: &Pool2dGeometry,
+    x: &DeviceStorage,
+) -> Result<DeviceStorage> {
     let geo = geometry_arg(op, g)?;
     check_len(op, x, g.input_len())?;
     let y = ctx.alloc(op, g.output_len())?;

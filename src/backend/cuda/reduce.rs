@@ -28,7 +28,14 @@ pub fn reduce(ctx: &Ctx, op: &'static str, x: &DeviceStorage, mode: Mode) -> Res
 }
 
 /// y[c] = sum of x[n, c, p] over n and p.
-pub fn channel_sum(ctx: &Ctx, op: &'static str, x: &DeviceStorage, batch: usize, channels: usize, plane: usize) -> Result<DeviceStorage> {
+pub fn channel_sum(
+    ctx: &Ctx,
+    op: &'static str,
+    x: &DeviceStorage,
+    batch: usize,
+    channels: usize,
+    plane: usize,
+) -> Result<DeviceStorage> {
     let y = ctx.alloc(op, channels)?;
     if channels == 0 {
         return Ok(y);
