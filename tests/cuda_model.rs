@@ -24,9 +24,12 @@ fn rel_l2(want: &[f32], got: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+/// A tensor after the step: name, role, values, gradient.
+type Snapshot = (String, TensorRole, Vec<f32>, Option<Vec<f32>>);
+
 struct Step {
     loss: f32,
-    tensors: Vec<(String, TensorRole, Vec<f32>, Option<Vec<f32>>)>,
+    tensors: Vec<Snapshot>,
 }
 
 fn train_step(device: Device) -> Step {

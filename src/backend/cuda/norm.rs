@@ -22,6 +22,7 @@ fn sizes(s: NormShape) -> [Arg; 3] {
 }
 
 /// y = (x - mean) * inv_std * gamma + beta.
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     ctx: &Ctx,
     op: &'static str,

@@ -11,6 +11,12 @@ pub struct Pair {
     pub gpu: &'static dyn Backend,
 }
 
+impl Default for Pair {
+    fn default() -> Pair {
+        Pair::new()
+    }
+}
+
 impl Pair {
     /// CPU vs the device under test.
     pub fn new() -> Pair {
