@@ -281,3 +281,62 @@ pub fn model_benches(archs: &[crate::models::Architecture], train_batch: usize, 
     }
     out
 }
+
+/// C = A B at n x n x n for each size on a device (CUDA): the kernel plus a one-value download
+/// per call, so each timing covers the finished GEMM. Errors when the device cannot be used.
+pub fn device_gemm_benches(device: crate::Device, sizes: &[usize], budget: Budget) -> crate::Result<Vec<Measurement>> {
+    use crate::backend::Layout;
+    let be = device.backend()?;
+    let mut out = Vec::new();
+    for &n in sizes {
+        let a = be.copy_from_host(random_vec(n * n, 1))?;
+        let b = be.copy_from_host(random_vec(n * n, 2))?;
+        let flops = 2.0 * (n as f64).powi(3);
+        let mut failure = None;
+        let m = measure(&format!("gemm.{device}.{n}"), Some(flops), budget, || {
+            let run = || -> crate::Result<()> {
+                let c = be.matmul(&a, Layout::Normal, &b, Layout::Normal, n, n, n)?;
+                be.sum_all(&c).map(|_| ())
+            };
+            if let Err(e) = run() {
+                failure.get_or_insert(e);
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// One ResNet18 training step (forward, BCE, backward) at `batch` x 3 x `size` x `size` on a
+/// device. Errors when the device cannot be used.
+pub fn device_train_bench(
+    device: crate::Device,
+    batch: usize,
+    size: usize,
+    budget: Budget,
+) -> crate::Result<Measurement> {
+    use crate::models::Architecture;
+    let model = Architecture::ResNet18.build(3, 14, 0, device)?;
+    let x = crate::Tensor::rand_uniform([batch, 3, size, size], 0.0, 1.0, 7, crate::Device::Cpu)?.to_device(device)?;
+    let targets = crate::Tensor::zeros([batch, 14], device)?;
+    model.set_training(true);
+    let mut failure = None;
+    let m = measure(&format!("model.resnet18.train.{device}.b{batch}.{size}px"), None, budget, || {
+        let step = || -> crate::Result<f32> {
+            let loss = crate::ops::bce_with_logits(&model.forward(&x)?, &targets, None)?;
+            loss.backward()?;
+            model.zero_grad();
+            loss.to_scalar()
+        };
+        if let Err(e) = step() {
+            failure.get_or_insert(e);
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(m),
+    }
+}

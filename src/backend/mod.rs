@@ -7,6 +7,7 @@
 //! backend only validates that storages belong to it.
 
 pub mod cpu;
+pub mod cuda;
 pub mod geometry;
 pub mod philox;
 
@@ -21,6 +22,9 @@ pub enum Device {
     Cpu,
     /// A CUDA device by ordinal.
     Cuda(usize),
+    /// The CPU emulation of the CUDA kernels (tests only: feature `cuda-emu`).
+    #[cfg(feature = "cuda-emu")]
+    CudaEmu,
 }
 
 impl Device {
@@ -28,9 +32,28 @@ impl Device {
     pub fn backend(self) -> Result<&'static dyn Backend> {
         match self {
             Device::Cpu => Ok(cpu::CpuBackend::global()),
-            Device::Cuda(n) => {
-                Err(Error::Device(format!("cuda:{n} requested, but this build of cxr has no CUDA backend yet")))
-            }
+            Device::Cuda(n) => Ok(cuda::gpu::backend(n)?),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu => Ok(cuda::emu::backend()),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    /// `cpu`, `cuda` (= `cuda:0`), `cuda:N` (and `cuda-emu` with the `cuda-emu` feature).
+    fn from_str(s: &str) -> Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            #[cfg(feature = "cuda-emu")]
+            "cuda-emu" => Ok(Device::CudaEmu),
+            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Device::Cuda).ok_or_else(|| {
+                Error::InvalidArgument {
+                    op: "device",
+                    detail: format!("'{s}' is not a device (expected cpu, cuda or cuda:N)"),
+                }
+            }),
         }
     }
 }
@@ -40,6 +63,8 @@ impl std::fmt::Display for Device {
         match self {
             Device::Cpu => write!(f, "cpu"),
             Device::Cuda(n) => write!(f, "cuda:{n}"),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu => write!(f, "cuda-emu"),
         }
     }
 }
@@ -52,6 +77,8 @@ pub enum Storage {
     /// Host memory borrowed read-only from a memory-mapped weight file (zero-copy loading).
     /// [`Storage::host_mut`] turns it into `Cpu` on the first write.
     Mapped(MappedF32),
+    /// CUDA device memory (or its CPU emulation).
+    Cuda(cuda::DeviceStorage),
 }
 
 impl Storage {
@@ -60,6 +87,7 @@ impl Storage {
         match self {
             Storage::Cpu(v) => v.len(),
             Storage::Mapped(m) => m.len(),
+            Storage::Cuda(d) => d.len(),
         }
     }
     /// True when no elements are held.
@@ -70,6 +98,7 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) | Storage::Mapped(_) => Device::Cpu,
+            Storage::Cuda(d) => d.device(),
         }
     }
     /// The data as a host slice, when it lives in host memory.
@@ -77,6 +106,7 @@ impl Storage {
         match self {
             Storage::Cpu(v) => Some(v),
             Storage::Mapped(m) => Some(m.as_slice()),
+            Storage::Cuda(_) => None,
         }
     }
     /// The data as a mutable host Vec, when it lives in host memory; mapped data is copied out of
@@ -87,7 +117,7 @@ impl Storage {
         }
         match self {
             Storage::Cpu(v) => Some(v),
-            Storage::Mapped(_) => None,
+            Storage::Mapped(_) | Storage::Cuda(_) => None,
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// Short runs (a smoke test, not a measurement).
     #[arg(long)]
     quick: bool,
+    /// Device to measure: cpu (the groups above) or cuda / cuda:N (GEMM TFLOP/s and ResNet18
+    /// training images/s at --train-batch, default 128, 224x224).
+    #[arg(long, default_value = "cpu")]
+    device: cxr::Device,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -37,6 +41,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     let budget = if args.quick { Budget::quick() } else { Budget::standard() };
+    if args.device != cxr::Device::Cpu {
+        return run_device(args, budget);
+    }
     if !args.json {
         println!("cxr bench: {} threads, SIMD level {}", cxr::num_threads(), SimdLevel::current().name());
     }
@@ -58,6 +65,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.only.iter().any(|g| g == "model") {
         let archs = args.models.iter().map(|m| cxr::models::Architecture::parse(m)).collect::<cxr::Result<Vec<_>>>()?;
         emit(bench::model_benches(&archs, args.train_batch, budget));
+    }
+    Ok(())
+}
+
+/// The CUDA benchmarks: GEMM throughput and ResNet18 training images/s on the device.
+fn run_device(args: &BenchArgs, budget: Budget) -> Result<()> {
+    let device = args.device;
+    // Resolve the device first, so a machine without a driver, NVRTC or GPU gets one clear line.
+    device.backend()?;
+    println!("cxr bench on {device}");
+    if args.only.iter().any(|g| g == "gemm") {
+        for m in bench::device_gemm_benches(device, &args.gemm_sizes, budget)? {
+            println!("{:<32} {:>10.3} ms  {:>8.2} TFLOP/s", m.name, m.median_ms, m.gflops().unwrap_or(0.0) / 1e3);
+        }
+    }
+    if args.only.iter().any(|g| g == "model") {
+        let batch = if args.train_batch == 0 { 128 } else { args.train_batch };
+        let m = bench::device_train_bench(device, batch, 224, budget)?;
+        println!("{:<32} {:>10.3} ms  {:>8.1} images/s", m.name, m.median_ms, batch as f64 / (m.median_ms / 1e3));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! `tools info FILE`: what a weight file or checkpoint holds.
+//! `tools info FILE`: what a weight file or checkpoint holds; `tools info --devices`: the devices
+//! cxr can compute on.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use cxr::io::{checkpoint::read_meta, WeightFile};
 use std::path::PathBuf;
@@ -8,7 +9,11 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct InfoArgs {
     /// A safetensors weight file or cxr checkpoint.
-    file: PathBuf,
+    file: Option<PathBuf>,
+    /// List the compute devices: the CPU (threads, SIMD level) and every CUDA GPU, or why CUDA
+    /// cannot be used (no driver, no NVRTC, no GPU).
+    #[arg(long)]
+    devices: bool,
     /// Print only the summary and metadata, not every tensor.
     #[arg(long)]
     brief: bool,
@@ -20,14 +25,33 @@ fn is_buffer(name: &str) -> bool {
 }
 
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let file = WeightFile::open(&args.file)?;
+    if args.devices {
+        print_devices();
+    }
+    match &args.file {
+        Some(file) => print_file(file, args.brief),
+        None if args.devices => Ok(()),
+        None => bail!("give a weight file or checkpoint to inspect, or --devices"),
+    }
+}
+
+fn print_devices() {
+    let simd = cxr::backend::cpu::simd::SimdLevel::current().name();
+    println!("cpu: {} threads, SIMD level {simd}", cxr::num_threads());
+    for line in cxr::backend::cuda::gpu::device_report() {
+        println!("{line}");
+    }
+}
+
+fn print_file(path: &std::path::Path, brief: bool) -> Result<()> {
+    let file = WeightFile::open(path)?;
     let entries = file.entries();
     let params: usize = entries.iter().filter(|e| !is_buffer(&e.name)).map(|e| e.numel()).sum();
     let bytes: usize = entries.iter().map(|e| e.byte_len()).sum();
     let mut dtypes: Vec<&str> = entries.iter().map(|e| e.dtype.as_str()).collect();
     dtypes.sort();
     dtypes.dedup();
-    println!("file:        {}", args.file.display());
+    println!("file:        {}", path.display());
     println!("tensors:     {} ({} bytes of data, dtypes {})", entries.len(), bytes, dtypes.join(", "));
     println!("parameters:  {params}");
     match read_meta(&file) {
@@ -43,7 +67,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             file.metadata().iter().for_each(|(k, v)| println!("  {k}: {v}"));
         }
     }
-    if !args.brief {
+    if !brief {
         let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
         println!("\n{:<width$}  {:<5}  shape", "name", "dtype");
         for e in entries {

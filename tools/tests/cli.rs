@@ -76,3 +76,23 @@ fn info_shows_a_checkpoint() {
     assert!(stdout.contains("architecture: \"mlp\"") && stdout.contains("F16"), "{stdout}");
     assert!(stdout.contains("fc1.weight") && stdout.contains("[512, 784]"), "{stdout}");
 }
+
+#[test]
+fn info_devices_lists_the_cpu_and_says_what_cuda_found() {
+    let (ok, out, err) = run(&["info", "--devices"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("cpu:") && out.contains("cuda") && out.contains("nvrtc"), "{out}");
+}
+
+#[test]
+fn cuda_without_a_usable_gpu_is_one_clear_error_line() {
+    let (ok, out, err) = run(&["bench", "--device", "cuda", "--quick", "--gemm-sizes", "64", "--only", "gemm"]);
+    if ok {
+        // A machine with a GPU: the benchmark ran.
+        assert!(out.contains("TFLOP/s"), "{out}");
+    } else {
+        assert!(err.starts_with("error: device error:") && !err.contains("panicked"), "{err}");
+    }
+    let (ok, _, err) = run(&["bench", "--device", "gpu7"]);
+    assert!(!ok && err.contains("not a device"), "{err}");
+}
