@@ -539,6 +539,24 @@ fn max_pool2d_ties_route_to_first_maximum() {
     assert_eq!(g, vec![0.0, 0.0, 10.0, 1.0, 0.0, 1000.0, 100.0, 0.0, 0.0]);
 }
 
+/// Equal values of different sign (0.0 and -0.0) resolve to the first in row-major order, as
+/// the gradient routing and the CUDA kernel do: the forward keeps the first one's sign bit.
+#[test]
+fn max_pool2d_signed_zero_ties_keep_the_first() {
+    #[rustfmt::skip]
+    let xv = vec![
+        -1.0, -0.0,  0.0,
+        -1.0,  0.0, -0.0,
+        -1.0, -1.0, -1.0f32,
+    ];
+    let x = leaf(xv, &[1, 1, 3, 3]);
+    let y = host(&ops::max_pool2d(&x, 2, 1, 0).unwrap());
+    // Windows (row-major firsts): -0 | -0 | 0 | 0.
+    let signs: Vec<bool> = y.iter().map(|v| v.is_sign_negative()).collect();
+    assert_eq!(y, vec![0.0; 4]);
+    assert_eq!(signs, vec![true, true, false, false]);
+}
+
 /// Max pool propagates NaN like PyTorch: a window containing NaN outputs NaN and its gradient
 /// goes to the (first) NaN. Exact.
 #[test]

@@ -63,11 +63,12 @@ fn row_window_max(g: &Pool2dGeometry, row: &[f32], out: &mut [f32]) {
     }
 }
 
-/// max(a, b) that propagates NaN from either side, as PyTorch's max pool does. A select, not a
+/// max(a, b) that propagates NaN from either side, as PyTorch's max pool does, and keeps `a` (the
+/// earlier element) on ties, so 0.0 vs -0.0 resolves as the first maximum does. A select, not a
 /// branch, so loops over it vectorise.
 #[inline(always)]
 fn nan_max(a: f32, b: f32) -> f32 {
-    if a > b || a.is_nan() {
+    if a >= b || a.is_nan() {
         a
     } else {
         b
