@@ -9,38 +9,12 @@ use cxr::models::Architecture;
 use cxr::{Device, Tensor};
 use serde_json::Value;
 
+mod formula;
+use formula::{fill_values, uniform};
+
 /// Relative tolerance max|ours - torch| / max|torch|, the same as tests/golden_models.rs uses for
 /// logits and gradients; PyTorch's own float32-vs-float64 gap is printed next to ours.
 const TOLERANCE: f64 = 1e-4;
-
-// ---- the formulas (keep in sync with scripts/model_fixtures.py and tests/golden_models.rs) -----
-
-fn uniform(k: u64, i: u64) -> f64 {
-    let mut z = k.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    2.0 * ((z >> 11) as f64 * 2f64.powi(-53)) - 1.0
-}
-
-fn fill_values(name: &str, shape: &[usize], k: usize) -> Vec<f32> {
-    let n: usize = shape.iter().product();
-    let s = (0..n as u64).map(|i| uniform(k as u64 + 1, i));
-    let v: Vec<f64> = if name.ends_with("running_mean") {
-        s.map(|v| 0.1 * v).collect()
-    } else if name.ends_with("running_var") {
-        s.map(|v| 1.0 + 0.5 * (v * v)).collect()
-    } else if name.ends_with("bias") {
-        s.map(|v| 0.1 * v).collect()
-    } else if shape.len() == 1 {
-        s.map(|v| 1.0 + 0.1 * v).collect()
-    } else {
-        let fan_in: usize = shape[1..].iter().product();
-        let scale = (6.0 / fan_in as f64).sqrt();
-        s.map(|v| scale * v).collect()
-    };
-    v.into_iter().map(|v| v as f32).collect()
-}
 
 fn fixture() -> Value {
     fixture_named("gradcam.json")
