@@ -193,3 +193,59 @@ fn small_stem_resnet18_learns_on_nih64() {
     }
     eprintln!("resnet18-small on nih64 (32x32, 30 steps): {h:?}");
 }
+
+/// A device that does not parse, or a CUDA device on a machine without a driver/GPU, is an error
+/// before any training, never a panic.
+#[test]
+fn unusable_device_is_a_clear_error() {
+    let dir = run_dir("device");
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut script = Script { stop_after: None, flag: flag.clone(), losses: Vec::new() };
+    let config = TrainConfig { device: "tpu".into(), ..small_config() };
+    let err = train(&config, &dir, false, &mut script, flag.clone()).unwrap_err().to_string();
+    assert!(err.contains("'tpu' is not a device"), "{err}");
+    if std::env::var_os("CXR_EXPECT_GPU").is_none() {
+        let config = TrainConfig { device: "cuda:0".into(), ..small_config() };
+        let err = train(&config, &dir, false, &mut script, flag).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("cuda"), "{err}");
+    }
+}
+
+/// The whole training loop (batches copied to the device, loss, backward, optimizer steps,
+/// validation, checkpoints) on the emulated CUDA device follows the CPU run: same losses and final
+/// weights within float32 reordering noise (1e-4 relative), since the kernels sum in different
+/// orders. SGD with momentum, not Adam: Adam's first steps move every weight by about lr * sign(g),
+/// so a gradient that is zero up to rounding (summed in another order) can move a weight by
+/// +lr on one device and -lr on the other, which is not an error of either.
+#[cfg(feature = "cuda-emu")]
+#[test]
+fn training_on_the_emulated_gpu_follows_the_cpu() {
+    let config = TrainConfig {
+        data: "phantom:48:28".into(),
+        arch: "mlp".into(),
+        image_size: 28,
+        batch_size: 8,
+        epochs: 1,
+        validate_every: Some(2),
+        seed: 5,
+        optimizer: cxr::train::OptimizerKind::Sgd,
+        lr: 0.05,
+        ..TrainConfig::default()
+    };
+    let cpu_dir = run_dir("dev-cpu");
+    let (cpu, cpu_losses) = run(&config, &cpu_dir, false, None);
+    let emu_dir = run_dir("dev-emu");
+    let (emu, emu_losses) = run(&TrainConfig { device: "cuda-emu".into(), ..config }, &emu_dir, false, None);
+    assert_eq!(cpu.steps, emu.steps);
+    assert!(cpu.steps >= 4, "{} steps", cpu.steps);
+    for (step, (c, e)) in cpu_losses.iter().zip(&emu_losses).enumerate() {
+        assert!((c - e).abs() <= 1e-4 * c.abs(), "step {}: cpu loss {c} vs emulated {e}", step + 1);
+    }
+    for ((name, c), (_, e)) in
+        tensors(&cpu_dir.join("last.safetensors")).iter().zip(tensors(&emu_dir.join("last.safetensors")))
+    {
+        let scale = c.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = c.iter().zip(&e).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-4 * scale, "{name}: worst difference {worst} (scale {scale})");
+    }
+}

@@ -5,6 +5,7 @@ use super::optim::OptimizerKind;
 use crate::data::{Augment, Fractions, Normalization, Preprocess, SourceOptions};
 use crate::error::{Error, Result};
 use crate::models::Architecture;
+use crate::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,8 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Also write best.f16.safetensors (half the size, for devices).
     pub save_f16: bool,
+    /// Where the model trains: `cpu`, `cuda`, `cuda:N` (`cuda-emu` in builds with that feature).
+    pub device: String,
 }
 
 impl Default for TrainConfig {
@@ -119,6 +122,7 @@ impl Default for TrainConfig {
             cache_dir: None,
             augment: Augment::default(),
             save_f16: false,
+            device: "cpu".into(),
         }
     }
 }
@@ -138,6 +142,11 @@ impl TrainConfig {
     /// The architecture, checked.
     pub fn architecture(&self) -> Result<Architecture> {
         Architecture::parse(&self.arch)
+    }
+
+    /// The device the model trains on.
+    pub fn device(&self) -> Result<Device> {
+        self.device.parse()
     }
 
     /// The preprocessing the model sees.
@@ -162,6 +171,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |detail: String| Err(Error::InvalidArgument { op: "train config", detail });
         let arch = self.architecture()?;
+        self.device()?;
         if self.batch_size < 2 {
             return bad(format!("batch_size {} is too small: batch norm needs at least 2 images", self.batch_size));
         }

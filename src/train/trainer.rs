@@ -117,6 +117,8 @@ pub struct TrainSummary {
 struct Run<'a> {
     config: TrainConfig,
     arch: Architecture,
+    /// Where the model, its gradients and the optimizer state live; batches are copied there.
+    device: Device,
     run_dir: PathBuf,
     model: Box<dyn Model>,
     optimizer: Optimizer,
@@ -189,8 +191,8 @@ fn optimizer_config(config: &TrainConfig) -> OptimizerConfig {
     o
 }
 
-fn vector(v: &Option<Vec<f32>>) -> Result<Option<Tensor>> {
-    v.as_ref().map(|v| Tensor::from_vec(v.clone(), [v.len()])).transpose()
+fn vector(v: &Option<Vec<f32>>, device: Device) -> Result<Option<Tensor>> {
+    v.as_ref().map(|v| Tensor::from_vec(v.clone(), [v.len()])?.to_device(device)).transpose()
 }
 
 impl<'a> Run<'a> {
@@ -214,7 +216,8 @@ impl<'a> Run<'a> {
         let weights = class_weights(source.train.as_ref(), FINDINGS.len(), config.pos_weight);
         weights.warnings.iter().for_each(|w| observer.message(&format!("warning: {w}")));
 
-        let model = arch.build(config.channels, FINDINGS.len(), config.seed, Device::Cpu)?;
+        let device = config.device()?;
+        let model = arch.build(config.channels, FINDINGS.len(), config.seed, device)?;
         if let Some(path) = &config.pretrained {
             load_pretrained(model.as_ref(), arch, path, observer)?;
         }
@@ -248,9 +251,10 @@ impl<'a> Run<'a> {
         let mut run = Run {
             config: config.clone(),
             arch,
+            device,
             run_dir: run_dir.to_path_buf(),
-            pos_weight: vector(&weights.pos_weight)?,
-            class_weight: vector(&weights.class_weight)?,
+            pos_weight: vector(&weights.pos_weight, device)?,
+            class_weight: vector(&weights.class_weight, device)?,
             weights,
             model,
             optimizer,
@@ -323,8 +327,9 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         let step = self.state.step;
         self.model.set_training(true);
-        let logits = self.model.forward(&batch.images)?;
-        let loss = self.loss(&logits, &batch.labels).map_err(|e| at_step(e, step + 1))?;
+        let (images, labels) = (batch.images.to_device(self.device)?, batch.labels.to_device(self.device)?);
+        let logits = self.model.forward(&images)?;
+        let loss = self.loss(&logits, &labels).map_err(|e| at_step(e, step + 1))?;
         let value = loss.to_scalar()?;
         if !value.is_finite() {
             return Err(Error::NonFinite { what: "training loss".into(), step: Some(step + 1) });
@@ -410,9 +415,10 @@ impl<'a> Run<'a> {
         let (mut scores, mut labels, mut loss_sum, mut count) = (Vec::new(), Vec::new(), 0.0f64, 0usize);
         for batch in self.val.epoch(0) {
             let batch = batch?;
-            let logits = self.model.forward(&batch.images)?;
+            let logits = self.model.forward(&batch.images.to_device(self.device)?)?;
             let n = batch.indices.len();
-            loss_sum += self.loss(&logits, &batch.labels)?.to_scalar()? as f64 * n as f64;
+            let labels_here = batch.labels.to_device(self.device)?;
+            loss_sum += self.loss(&logits, &labels_here)?.to_scalar()? as f64 * n as f64;
             count += n;
             scores.extend(logits.sigmoid()?.to_vec()?);
             labels.extend(batch.labels.to_vec()?);

@@ -27,6 +27,9 @@ pub struct TrainArgs {
     /// Continue the run in RUNS_DIR/NAME from its last checkpoint, exactly.
     #[arg(long)]
     resume: bool,
+    /// Device: cpu, cuda or cuda:N (a machine without a GPU says so and stops).
+    #[arg(long)]
+    device: Option<String>,
     /// Data: `phantom[:COUNT[:SIZE]]` (synthetic), an .npz (MedMNIST layout), an NIH folder
     /// (Data_Entry_2017.csv + images), a CSV (image + 14 label columns), or `chestmnist`.
     #[arg(long)]
@@ -168,6 +171,7 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         };
     }
     set!(data);
+    set!(device);
     set!(arch);
     set!(image_size);
     set!(channels);

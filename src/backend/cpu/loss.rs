@@ -6,8 +6,6 @@
 //! which never evaluates exp of a large positive number. Its derivative is
 //!   dloss/dx = w * ((1 - t) - l * sigmoid(-x)).
 
-use super::elementwise::sigmoid_scalar;
-
 /// Optional per-class weights (see the module documentation).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Weights<'a> {
@@ -37,14 +35,18 @@ pub fn bce_with_logits(x: &[f32], t: &[f32], weights: Weights<'_>, classes: usiz
 
 /// Gradient of the mean loss w.r.t. the logits, times `scale`.
 pub fn bce_with_logits_backward(x: &[f32], t: &[f32], weights: Weights<'_>, classes: usize, scale: f32) -> Vec<f32> {
-    let k = scale / x.len() as f32;
+    let k = f64::from(scale) / x.len() as f64;
     x.iter()
         .zip(t)
         .enumerate()
         .map(|(i, (&x, &t))| {
+            // In f64: (1 - t) and l * sigmoid(-x) are O(1) and nearly cancel where the model is
+            // almost right, so f32 would lose most of the small result's digits. A loss has only
+            // batch x classes elements, so the wider type costs nothing measurable.
             let (p, w) = weights.of(i % classes);
+            let (x, t, p, w) = (f64::from(x), f64::from(t), f64::from(p), f64::from(w));
             let l = 1.0 + (p - 1.0) * t;
-            k * w * ((1.0 - t) - l * sigmoid_scalar(-x))
+            (k * w * ((1.0 - t) - l / (1.0 + x.exp()))) as f32
         })
         .collect()
 }
