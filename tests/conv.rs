@@ -382,3 +382,63 @@ fn small_plane_wide_channel_shapes() {
         case.check_against_reference(SimdLevel::best_supported(), all);
     }
 }
+
+/// The fused inference convolution (bias, eval-mode batch norm, residual add and ReLU in the
+/// GEMM's store, weights packed once) computes exactly what the separate ops do, in the same order, for the batch-1
+/// path (epilogue inside the GEMM), the small-batch path and the blocked path (epilogue in the
+/// copy-out), with packed weights cut between tasks.
+#[test]
+fn fused_conv_equals_the_separate_ops_bit_for_bit() {
+    use cxr::{ops, Device, Tensor};
+    let cases = [(1, 16, 20, 3, 9, 1), (3, 8, 30, 3, 7, 2), (2, 32, 70, 1, 40, 1), (1, 64, 64, 3, 56, 1)];
+    for (i, &(batch, cin, cout, k, size, stride)) in cases.iter().enumerate() {
+        let seed = 10 * i as u64;
+        let x = Tensor::rand_uniform([batch, cin, size, size], -1.0, 1.0, seed, Device::Cpu).unwrap();
+        let w = Tensor::rand_uniform([cout, cin, k, k], -0.3, 0.3, seed + 1, Device::Cpu).unwrap();
+        let b = Tensor::rand_uniform([cout], -0.5, 0.5, seed + 2, Device::Cpu).unwrap();
+        let pad = k / 2;
+        let out = (size + 2 * pad - k) / stride + 1;
+        let r = Tensor::rand_uniform([batch, cout, out, out], -1.0, 1.0, seed + 3, Device::Cpu).unwrap();
+        let state = ops::BatchNormState {
+            running_mean: Tensor::rand_uniform([cout], -0.5, 0.5, seed + 4, Device::Cpu).unwrap(),
+            running_var: Tensor::rand_uniform([cout], 0.5, 2.0, seed + 5, Device::Cpu).unwrap(),
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let gamma = Tensor::rand_uniform([cout], 0.5, 1.5, seed + 6, Device::Cpu).unwrap();
+        let beta = Tensor::rand_uniform([cout], -0.5, 0.5, seed + 7, Device::Cpu).unwrap();
+        let _no_grad = cxr::no_grad();
+        let conv = ops::conv2d(&x, &w, Some(&b), stride, pad).unwrap();
+        let normed = ops::batch_norm(&conv, &gamma, &beta, &state, false).unwrap();
+        let separate = ops::relu(&ops::add(&normed, &r).unwrap()).unwrap();
+        let norm = ops::NormParams { gamma: &gamma, beta: &beta, state: &state };
+        let tail = ops::ConvTail { norm: Some(norm), residual: Some(&r), relu: true };
+        let fused = ops::conv2d_fused(&x, &w, Some(&b), stride, pad, tail).unwrap();
+        assert_eq!(fused.dims(), separate.dims());
+        assert_eq!(fused.to_vec().unwrap(), separate.to_vec().unwrap(), "case {i}");
+        // Twice: the second call reads the cached packed weights.
+        let again = ops::conv2d_fused(&x, &w, Some(&b), stride, pad, tail).unwrap();
+        assert_eq!(again.to_vec().unwrap(), separate.to_vec().unwrap(), "case {i}, cached weights");
+    }
+}
+
+/// Weights are packed once and the packed form cached beside them; an in-place update (an
+/// optimizer step), also through a view that shares the storage, must be seen by the next call.
+#[test]
+fn cached_packed_weights_follow_in_place_updates() {
+    use cxr::backend::Storage;
+    use cxr::{ops, Device, Tensor};
+    let x = Tensor::rand_uniform([1, 3, 12, 12], -1.0, 1.0, 1, Device::Cpu).unwrap();
+    let w = Tensor::rand_uniform([20, 3, 3, 3], -1.0, 1.0, 2, Device::Cpu).unwrap();
+    let before = ops::conv2d(&x, &w, None, 1, 1).unwrap().to_vec().unwrap();
+    let doubled: Vec<f32> = w.to_vec().unwrap().iter().map(|v| v * 2.0).collect();
+    *w.storage_mut() = Storage::Cpu(doubled);
+    let after = ops::conv2d(&x, &w, None, 1, 1).unwrap().to_vec().unwrap();
+    // Doubling is exact in floating point, so every output doubles exactly.
+    assert!(before.iter().zip(&after).all(|(b, a)| *a == 2.0 * b), "stale packed weights were used");
+    // A write through another handle on the same storage (detach shares it) invalidates too.
+    let view = w.detach();
+    *view.storage_mut() = Storage::Cpu(vec![0.0; 20 * 27]);
+    let zeroed = ops::conv2d(&x, &w, None, 1, 1).unwrap().to_vec().unwrap();
+    assert!(zeroed.iter().all(|&v| v == 0.0), "a write through a view was missed");
+}

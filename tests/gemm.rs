@@ -6,7 +6,7 @@
 //! so the bound is loose for honest rounding yet far below the O(1) relative error of a wrong
 //! index, a dropped k block or a mishandled edge tile.
 
-use cxr::backend::cpu::gemm::{sgemm, Layout, MatRef};
+use cxr::backend::cpu::gemm::{pack_a, panel_rows, sgemm, sgemm_with, AOperand, Epilogue, Layout, MatRef, RowNorm};
 use cxr::backend::cpu::simd::SimdLevel;
 use proptest::prelude::*;
 
@@ -65,6 +65,20 @@ struct Case {
     pad_c: usize,
     beta: f32,
     seed: u64,
+    /// How A reaches the kernel, and what follows the product.
+    mode: Mode,
+}
+
+/// A plain `sgemm`, or `sgemm_with` on A packed beforehand with the fused epilogue.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mode {
+    /// A packed by `pack_a` as rows `skip_panels * MR ..` of a taller matrix.
+    packed: Option<usize>,
+    bias: bool,
+    /// A per-row affine map (an eval-mode batch norm) after the bias.
+    norm: bool,
+    residual: bool,
+    relu: bool,
 }
 
 /// Runs `case` at `level` and checks every element of C (and that the padding is untouched).
@@ -79,7 +93,32 @@ fn check(level: SimdLevel, case: Case) -> Result<(), String> {
         row[n..].fill(SENTINEL);
     }
     let c0 = c.clone();
-    sgemm(level, m, n, k, a.mat(), b.mat(), beta, &mut c, ldc);
+    let bias = values(m, case.seed + 3);
+    let residual = values(m * ldc, case.seed + 4);
+    let (mean, norm_scale, shift) = (values(m, case.seed + 6), values(m, case.seed + 7), values(m, case.seed + 8));
+    let mode = case.mode;
+    let epilogue = Epilogue {
+        row_bias: mode.bias.then_some(&bias[..]),
+        row_norm: mode.norm.then_some(RowNorm { mean: &mean, scale: &norm_scale, shift: &shift }),
+        residual: mode.residual.then_some((&residual[..], ldc)),
+        relu: mode.relu,
+    };
+    match mode.packed {
+        None if !mode.bias && !mode.norm && !mode.residual && !mode.relu => {
+            sgemm(level, m, n, k, a.mat(), b.mat(), beta, &mut c, ldc)
+        }
+        None => sgemm_with(level, m, n, k, AOperand::Matrix(a.mat()), b.mat(), beta, &mut c, ldc, &epilogue),
+        Some(skip_panels) => {
+            // A taller matrix whose rows from `first_row` on are A: the product must use exactly
+            // those panels.
+            let first_row = skip_panels * panel_rows(level);
+            let mut tall = values(first_row * k, case.seed + 5);
+            tall.extend((0..m).flat_map(|i| (0..k).map(move |p| (i, p))).map(|(i, p)| a.at(i, p) as f32));
+            let packed = pack_a(level, first_row + m, k, MatRef::normal(&tall, k));
+            let a_op = AOperand::Packed { packed: &packed, first_row };
+            sgemm_with(level, m, n, k, a_op, b.mat(), beta, &mut c, ldc, &epilogue);
+        }
+    }
 
     for i in 0..m {
         for j in 0..n {
@@ -92,6 +131,22 @@ fn check(level: SimdLevel, case: Case) -> Result<(), String> {
                 let old = beta as f64 * c0[i * ldc + j] as f64;
                 exact += old;
                 scale += old.abs();
+            }
+            if mode.bias {
+                exact += bias[i] as f64;
+                scale += (bias[i] as f64).abs();
+            }
+            if mode.norm {
+                let (mu, s, b) = (mean[i] as f64, norm_scale[i] as f64, shift[i] as f64);
+                exact = (exact - mu) * s + b;
+                scale = (scale + mu.abs()) * s.abs() + b.abs();
+            }
+            if mode.residual {
+                exact += residual[i * ldc + j] as f64;
+                scale += (residual[i * ldc + j] as f64).abs();
+            }
+            if mode.relu {
+                exact = exact.max(0.0);
             }
             let got = c[i * ldc + j] as f64;
             let tol = 1e-6 * (k as f64 + 2.0) * scale + 1e-30;
@@ -128,7 +183,7 @@ proptest! {
         beta in prop_oneof![Just(0.0f32), Just(1.0f32), Just(-0.5f32)],
         seed in any::<u32>(),
     ) {
-        let case = Case { m, n, k, a_layout, b_layout, pad_a, pad_b, pad_c, beta, seed: seed as u64 };
+        let case = Case { m, n, k, a_layout, b_layout, pad_a, pad_b, pad_c, beta, seed: seed as u64, mode: Mode::default() };
         for level in SimdLevel::supported() {
             if let Err(e) = check(level, case) {
                 prop_assert!(false, "{}", e);
@@ -157,6 +212,7 @@ fn matches_reference_across_blocks_multithreaded() {
                 pad_c: 5,
                 beta,
                 seed: 7 + idx as u64,
+                mode: Mode::default(),
             };
             check(level, case).unwrap();
         }
@@ -173,7 +229,19 @@ fn matches_reference_on_skinny_shapes() {
             let a_layout = if idx % 2 == 0 { Layout::Normal } else { Layout::Transposed };
             let b_layout = if idx % 3 == 0 { Layout::Transposed } else { Layout::Normal };
             let beta = if idx % 2 == 0 { 1.0 } else { 0.0 };
-            let case = Case { m, n, k, a_layout, b_layout, pad_a: 0, pad_b: 2, pad_c: 1, beta, seed: idx as u64 };
+            let case = Case {
+                m,
+                n,
+                k,
+                a_layout,
+                b_layout,
+                pad_a: 0,
+                pad_b: 2,
+                pad_c: 1,
+                beta,
+                seed: idx as u64,
+                mode: Mode::default(),
+            };
             check(level, case).unwrap();
         }
     }
@@ -198,6 +266,14 @@ fn nested_calls_inside_rayon_tasks() {
                 pad_c: 0,
                 beta: 0.0,
                 seed,
+                // Odd seeds take the prepacked path with the epilogue, also nested.
+                mode: Mode {
+                    packed: (seed % 2 == 1).then_some(1),
+                    bias: true,
+                    norm: true,
+                    residual: false,
+                    relu: true,
+                },
             };
             check(SimdLevel::best_supported(), case).unwrap();
         });
@@ -264,8 +340,73 @@ fn repeated_calls_of_different_sizes_reuse_buffers_correctly() {
                 pad_c: 2,
                 beta: 1.0,
                 seed: 11,
+                mode: Mode::default(),
             };
             check(level, case).unwrap();
+        }
+    }
+}
+
+/// A operand packed once and cut at a panel boundary (as convolution tasks split a layer's
+/// packed weights by output channel), with every combination of the fused epilogue.
+#[test]
+fn prepacked_a_and_epilogue_match_reference() {
+    let shapes = [(64, 3136, 27), (512, 49, 300), (30, 70, 600), (1, 33, 5), (100, 1, 17), (14, 32, 256)];
+    for level in SimdLevel::supported() {
+        for (idx, &(m, n, k)) in shapes.iter().enumerate() {
+            for variant in 0..16 {
+                let mode = Mode {
+                    packed: (variant % 2 == 0).then_some(idx % 3),
+                    bias: variant & 2 != 0,
+                    residual: variant & 4 != 0,
+                    norm: variant & 8 != 0,
+                    relu: variant % 3 != 1,
+                };
+                let b_layout = if idx % 2 == 0 { Layout::Normal } else { Layout::Transposed };
+                let case = Case {
+                    m,
+                    n,
+                    k,
+                    a_layout: Layout::Normal,
+                    b_layout,
+                    pad_a: 0,
+                    pad_b: 1,
+                    pad_c: 3,
+                    beta: 0.0,
+                    seed: 100 + idx as u64,
+                    mode,
+                };
+                check(level, case).unwrap();
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    #[test]
+    fn prepacked_a_matches_reference_on_small_shapes(
+        m in 1usize..50,
+        n in 1usize..50,
+        k in 1usize..300,
+        skip_panels in 0usize..3,
+        bias in any::<bool>(),
+        norm in any::<bool>(),
+        residual in any::<bool>(),
+        relu in any::<bool>(),
+        beta in prop_oneof![Just(0.0f32), Just(1.0f32)],
+        seed in any::<u32>(),
+    ) {
+        let mode = Mode { packed: Some(skip_panels), bias, norm, residual, relu };
+        let case = Case {
+            m, n, k, a_layout: Layout::Normal, b_layout: Layout::Normal, pad_a: 0, pad_b: 0, pad_c: 1, beta,
+            seed: seed as u64, mode,
+        };
+        for level in SimdLevel::supported() {
+            if let Err(e) = check(level, case) {
+                prop_assert!(false, "{}", e);
+            }
         }
     }
 }

@@ -11,8 +11,11 @@ pub mod cuda;
 pub mod geometry;
 pub mod philox;
 
+mod prepared;
+
 use crate::error::{Error, Result};
 pub use geometry::{Conv2dGeometry, Pool2dGeometry};
+pub use prepared::{PreparedCache, PreparedSlot};
 
 /// Where a tensor's data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -237,6 +240,29 @@ pub struct AdamStep {
 /// How the second operand of a matmul is stored.
 pub use cpu::gemm::Layout;
 
+/// What [`Backend::conv2d_forward_fused`] applies after the convolution, in order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConvEpilogue<'a> {
+    /// Per output channel.
+    pub bias: Option<&'a Storage>,
+    /// An eval-mode batch norm over the output channels.
+    pub norm: Option<EvalNorm<'a>>,
+    /// Same shape as the output (a residual connection).
+    pub residual: Option<&'a Storage>,
+    /// max(v, 0) last.
+    pub relu: bool,
+}
+
+/// The parameters of an eval-mode batch norm: `(x - mean) / sqrt(var + eps) * gamma + beta`.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalNorm<'a> {
+    pub gamma: &'a Storage,
+    pub beta: &'a Storage,
+    pub running_mean: &'a Storage,
+    pub running_var: &'a Storage,
+    pub eps: f32,
+}
+
 /// Every primitive a device provides. All outputs are freshly allocated unless the name says
 /// `_assign`. Errors: a storage from another device, or device failures (memory exhaustion).
 #[allow(clippy::too_many_arguments)]
@@ -298,6 +324,33 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     // ---- convolution (ops/conv.rs) -------------------------------------------------------------
     /// y = conv2d(x, w) + bias.
     fn conv2d_forward(&self, g: &Conv2dGeometry, x: &Storage, w: &Storage, bias: Option<&Storage>) -> Result<Storage>;
+    /// y = relu?(norm?(conv2d(x, w) + bias) + residual), where `residual` has y's shape and
+    /// `norm` is an eval-mode batch norm over the output channels. `w_prepared` is
+    /// where the backend may keep a form of `w` it computes faster with (the CPU keeps its
+    /// packed GEMM panels there, so inference packs each layer once). The default runs the
+    /// separate primitives.
+    fn conv2d_forward_fused(
+        &self,
+        g: &Conv2dGeometry,
+        x: &Storage,
+        w: &Storage,
+        w_prepared: PreparedSlot<'_>,
+        finish: ConvEpilogue<'_>,
+    ) -> Result<Storage> {
+        let _ = w_prepared;
+        let mut y = self.conv2d_forward(g, x, w, finish.bias)?;
+        if let Some(n) = finish.norm {
+            let s = NormShape { batch: g.batch, channels: g.out_channels, plane: g.out_h() * g.out_w() };
+            y = self.batch_norm_eval(s, &y, n.gamma, n.beta, n.running_mean, n.running_var, n.eps)?;
+        }
+        if let Some(residual) = finish.residual {
+            self.add_assign(&mut y, residual)?;
+        }
+        if finish.relu {
+            y = self.relu(&y)?;
+        }
+        Ok(y)
+    }
     /// Gradient of conv2d w.r.t. its input.
     fn conv2d_backward_input(&self, g: &Conv2dGeometry, dy: &Storage, w: &Storage) -> Result<Storage>;
     /// Gradient of conv2d w.r.t. its weight.
@@ -330,6 +383,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         running_var: &Storage,
         eps: f32,
     ) -> Result<Storage>;
+    /// Eval mode followed by ReLU. The default runs the two primitives; a backend may fuse them.
+    fn batch_norm_eval_relu(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &Storage,
+        running_var: &Storage,
+        eps: f32,
+    ) -> Result<Storage> {
+        self.relu(&self.batch_norm_eval(s, x, gamma, beta, running_mean, running_var, eps)?)
+    }
     /// Backward of batch norm given the mean and 1/std used in the forward. `batch_stats` is true
     /// when those came from the batch (training mode: gradient flows through the statistics), false
     /// when they were the running statistics (eval mode: an affine map).

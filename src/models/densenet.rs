@@ -49,6 +49,18 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, seed: u64, device
     Conv2d::new(spec, FanMode::FanIn, seed, device)
 }
 
+/// relu(norm(conv(x))), the norm absent once folded. In eval mode with no graph recorded
+/// (inference), one fused convolution.
+fn conv_norm_relu(conv: &Conv2d, norm: Option<&BatchNorm>, x: &Tensor) -> Result<Tensor> {
+    match norm {
+        Some(n) if n.is_training() => ops::relu(&n.forward(&conv.forward(x)?)?),
+        _ => conv.forward_fused(
+            x,
+            ops::ConvTail { norm: norm.and_then(BatchNorm::eval_params), residual: None, relu: true },
+        ),
+    }
+}
+
 /// BN -> ReLU -> 1x1 conv -> BN -> ReLU -> 3x3 conv, producing `growth_rate` new channels.
 struct DenseLayer {
     norm1: BatchNorm,
@@ -69,11 +81,9 @@ impl DenseLayer {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&ops::relu(&self.norm1.forward(x)?)?)?;
-        if let Some(norm2) = &self.norm2 {
-            h = norm2.forward(&h)?;
-        }
-        self.conv2.forward(&ops::relu(&h)?)
+        let h = self.norm1.forward_relu(x)?;
+        let h = conv_norm_relu(&self.conv1, self.norm2.as_ref(), &h)?;
+        self.conv2.forward(&h)
     }
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
         self.norm1.visit(&join(prefix, "norm1"), f);
@@ -97,7 +107,7 @@ struct Transition {
 
 impl Transition {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv.forward(&ops::relu(&self.norm.forward(x)?)?)?;
+        let h = self.conv.forward(&self.norm.forward_relu(x)?)?;
         ops::avg_pool2d(&h, 2, 2, 0)
     }
 }
@@ -224,11 +234,7 @@ impl Model for DenseNet {
                 detail: format!("input {:?}, expected [N, {}, H, W]", x.dims(), self.config.in_channels),
             });
         }
-        let mut h = self.conv0.forward(x)?;
-        if let Some(norm0) = &self.norm0 {
-            h = norm0.forward(&h)?;
-        }
-        let h = ops::relu(&h)?;
+        let h = conv_norm_relu(&self.conv0, self.norm0.as_ref(), x)?;
         let mut h = ops::max_pool2d(&h, 3, 2, 1)?;
         for (b, stage) in self.stages.iter().enumerate() {
             let mut features = vec![h];
@@ -248,7 +254,7 @@ impl Model for DenseNet {
                 h = tap(&format!("features.transition{}", b + 1), t.forward(&h)?)?;
             }
         }
-        let h = tap("features.norm5", ops::relu(&self.norm5.forward(&h)?)?)?;
+        let h = tap("features.norm5", self.norm5.forward_relu(&h)?)?;
         self.classifier.forward(&ops::global_avg_pool(&h)?)
     }
     fn tap_points(&self) -> Vec<String> {
@@ -264,5 +270,8 @@ impl Model for DenseNet {
     }
     fn num_classes(&self) -> usize {
         self.config.classes
+    }
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        DenseNet::fold_batch_norm(self)
     }
 }

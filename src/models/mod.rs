@@ -35,6 +35,15 @@ pub trait Model: Module {
 
     /// Number of output classes.
     fn num_classes(&self) -> usize;
+
+    /// Prepares the model for inference by folding every batch norm that directly follows a
+    /// convolution into that convolution's weight and bias (with the running statistics), so
+    /// the convolution, its bias, a residual add and the ReLU run as one kernel. Afterwards the
+    /// model cannot train (those norms are gone) and its tensor names change; outputs change by
+    /// float rounding only. Models without such norms are left as they are.
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Derives the seed of sub-layer `index` from a model seed, so each layer draws its own stream.

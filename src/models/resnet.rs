@@ -89,12 +89,27 @@ impl ConvBn {
     fn new(cin: usize, cout: usize, kernel: usize, stride: usize, seed: u64, device: Device) -> Result<ConvBn> {
         Ok(ConvBn { conv: conv(cin, cout, kernel, stride, seed, device)?, bn: Some(BatchNorm::new(cout, device)?) })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        match &self.bn {
-            Some(bn) => bn.forward(&y),
-            None => Ok(y),
+    /// relu?(bn(conv(x)) + residual). In eval mode with no graph recorded (inference), one fused
+    /// convolution.
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        let norm = match &self.bn {
+            Some(bn) => match bn.eval_params() {
+                Some(params) => Some(params),
+                None => return Self::train_tail(bn.forward(&self.conv.forward(x)?)?, residual, relu),
+            },
+            None => None,
+        };
+        self.conv.forward_fused(x, ops::ConvTail { norm, residual, relu })
+    }
+    /// The rest of a training-mode unit after its batch norm.
+    fn train_tail(mut y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        if let Some(r) = residual {
+            y = ops::add(&y, r)?;
         }
+        if relu {
+            y = ops::relu(&y)?;
+        }
+        Ok(y)
     }
     fn visit(&self, conv_name: &str, bn_name: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
         self.conv.visit(conv_name, f);
@@ -140,19 +155,17 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = x.clone();
-        let last = self.units.len() - 1;
-        for (i, unit) in self.units.iter().enumerate() {
-            h = unit.forward(&h)?;
-            if i < last {
-                h = ops::relu(&h)?;
-            }
-        }
         let identity = match &self.downsample {
-            Some(d) => d.forward(x)?,
+            Some(d) => d.forward(x, None, false)?,
             None => x.clone(),
         };
-        ops::relu(&ops::add(&h, &identity)?)
+        let (last, inner) = self.units.split_last().expect("a block has at least one unit");
+        let mut h = x.clone();
+        for unit in inner {
+            h = unit.forward(&h, None, true)?;
+        }
+        // The residual add and the final ReLU ride on the last convolution.
+        last.forward(&h, Some(&identity), true)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
@@ -258,7 +271,7 @@ impl Model for ResNet {
                 detail: format!("input {:?}, expected [N, {}, H, W]", x.dims(), self.config.in_channels),
             });
         }
-        let mut h = ops::relu(&self.stem.forward(x)?)?;
+        let mut h = self.stem.forward(x, None, true)?;
         if self.config.stem == Stem::ImageNet {
             h = ops::max_pool2d(&h, 3, 2, 1)?;
         }
@@ -276,5 +289,8 @@ impl Model for ResNet {
     }
     fn num_classes(&self) -> usize {
         self.config.classes
+    }
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        ResNet::fold_batch_norm(self)
     }
 }

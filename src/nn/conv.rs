@@ -41,6 +41,12 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
+
+    /// The convolution followed by `tail` (eval-mode norm, residual, ReLU): see
+    /// [`ops::conv2d_fused`] (one kernel when nothing records a graph).
+    pub fn forward_fused(&self, x: &Tensor, tail: ops::ConvTail<'_>) -> Result<Tensor> {
+        ops::conv2d_fused(x, &self.weight, self.bias.as_ref(), self.stride, self.padding, tail)
+    }
 }
 
 impl Module for Conv2d {

@@ -38,6 +38,17 @@ impl BatchNorm {
         ops::batch_norm(x, &self.weight, &self.bias, &self.state, self.is_training())
     }
 
+    /// relu(forward(x)), in one pass at inference.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        ops::batch_norm_relu(x, &self.weight, &self.bias, &self.state, self.is_training())
+    }
+
+    /// The parameters a fused convolution applies this norm with, in eval mode (None in
+    /// training mode, where the norm needs the batch's statistics).
+    pub fn eval_params(&self) -> Option<ops::NormParams<'_>> {
+        (!self.is_training()).then_some(ops::NormParams { gamma: &self.weight, beta: &self.bias, state: &self.state })
+    }
+
     /// True in training mode.
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)

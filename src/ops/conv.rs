@@ -1,8 +1,11 @@
 //! 2-D convolution (NCHW, dilation 1, one group) with optional bias.
 
+use super::BatchNormState;
 use super::{expect_rank, same_device};
+use crate::autograd;
 use crate::autograd::GradFn;
 use crate::backend::{Conv2dGeometry, Storage};
+use crate::backend::{ConvEpilogue, EvalNorm};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -83,10 +86,133 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, padding
             });
         }
     }
-    let bias_storage = b.map(|b| b.storage());
-    let out = x.backend()?.conv2d_forward(&g, &x.storage(), &w.storage(), bias_storage.as_deref())?;
-    drop(bias_storage);
+    let out = run_fused(&g, x, w, b, ConvTail::default())?;
     let shape = [g.batch, g.out_channels, g.out_h(), g.out_w()];
     let record = || -> Box<dyn GradFn> { Box::new(Conv2dBackward { x: x.clone(), w: w.clone(), b: b.cloned(), g }) };
     Ok(Tensor::from_op(out, shape, record, &all))
+}
+
+/// What a fused convolution applies after `conv2d(x, w) + b`, in order.
+#[derive(Clone, Copy, Default)]
+pub struct ConvTail<'a> {
+    /// An eval-mode batch norm over the output channels (running statistics).
+    pub norm: Option<NormParams<'a>>,
+    /// Added after the norm (a residual connection); the output's shape.
+    pub residual: Option<&'a Tensor>,
+    /// ReLU last.
+    pub relu: bool,
+}
+
+/// A batch norm's affine parameters and running statistics.
+#[derive(Clone, Copy)]
+pub struct NormParams<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub state: &'a BatchNormState,
+}
+
+/// relu?(norm?(conv2d(x, w, stride, padding) + b) + residual): a convolution with what follows
+/// it in ResNet and DenseNet (an eval-mode batch norm, a residual add, the activation). When no
+/// gradient is recorded (inference) it runs as one kernel whose store applies them all, with
+/// the layer's packed weights cached; otherwise it is the separate differentiable ops. Both give
+/// the same bits.
+pub fn conv2d_fused(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    tail: ConvTail<'_>,
+) -> Result<Tensor> {
+    let mut all = vec![x, w];
+    all.extend(b);
+    all.extend(tail.residual);
+    if let Some(n) = &tail.norm {
+        all.extend([n.gamma, n.beta]);
+    }
+    let records = autograd::is_grad_enabled() && all.iter().any(|t| t.requires_grad());
+    if records {
+        return conv2d_then_separately(x, w, b, stride, padding, tail);
+    }
+    if let Some(n) = &tail.norm {
+        all.extend([&n.state.running_mean, &n.state.running_var]);
+    }
+    same_device("conv2d", &all)?;
+    let g = conv2d_geometry(x, w, stride, padding)?;
+    let shape = [g.batch, g.out_channels, g.out_h(), g.out_w()];
+    let per_channel = |what: &str, t: &Tensor| -> Result<()> {
+        if t.dims() != [g.out_channels] {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d",
+                detail: format!("{what} {:?}, expected [{}]", t.dims(), g.out_channels),
+            });
+        }
+        Ok(())
+    };
+    if let Some(b) = b {
+        per_channel("bias", b)?;
+    }
+    if let Some(n) = &tail.norm {
+        per_channel("norm weight", n.gamma)?;
+        per_channel("norm bias", n.beta)?;
+        per_channel("running_mean", &n.state.running_mean)?;
+        per_channel("running_var", &n.state.running_var)?;
+    }
+    if let Some(r) = tail.residual {
+        if r.dims() != shape {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d",
+                detail: format!("residual {:?}, output {shape:?}", r.dims()),
+            });
+        }
+    }
+    let out = run_fused(&g, x, w, b, tail)?;
+    Tensor::from_storage(out, shape)
+}
+
+/// The unfused chain, recording a graph.
+fn conv2d_then_separately(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    tail: ConvTail<'_>,
+) -> Result<Tensor> {
+    let mut y = conv2d(x, w, b, stride, padding)?;
+    if let Some(n) = tail.norm {
+        y = super::batch_norm(&y, n.gamma, n.beta, n.state, false)?;
+    }
+    if let Some(r) = tail.residual {
+        y = super::add(&y, r)?;
+    }
+    if tail.relu {
+        y = super::relu(&y)?;
+    }
+    Ok(y)
+}
+
+/// The backend's fused forward, with `w`'s prepared-form slot read under its storage lock.
+fn run_fused(g: &Conv2dGeometry, x: &Tensor, w: &Tensor, b: Option<&Tensor>, tail: ConvTail<'_>) -> Result<Storage> {
+    let (x_data, w_data) = (x.storage(), w.storage());
+    let bias = b.map(|b| b.storage());
+    let res = tail.residual.map(|r| r.storage());
+    let norm_guards = tail.norm.map(|n| {
+        (
+            n.gamma.storage(),
+            n.beta.storage(),
+            n.state.running_mean.storage(),
+            n.state.running_var.storage(),
+            n.state.eps,
+        )
+    });
+    let norm = norm_guards.as_ref().map(|(gamma, beta, mean, var, eps)| EvalNorm {
+        gamma,
+        beta,
+        running_mean: mean,
+        running_var: var,
+        eps: *eps,
+    });
+    let finish = ConvEpilogue { bias: bias.as_deref(), norm, residual: res.as_deref(), relu: tail.relu };
+    x.backend()?.conv2d_forward_fused(g, &x_data, &w_data, w.prepared(), finish)
 }

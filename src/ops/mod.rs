@@ -15,12 +15,12 @@ pub mod shape;
 
 pub use activation::{relu, sigmoid};
 pub use concat::cat_channels;
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_fused, ConvTail, NormParams};
 pub use dropout::dropout;
 pub use elementwise::{add, mul, scale};
 pub use loss::{bce_with_logits, bce_with_logits_weighted};
 pub use matmul::{linear, matmul};
-pub use norm::{batch_norm, BatchNormState};
+pub use norm::{batch_norm, batch_norm_relu, BatchNormState};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 
 use crate::error::{Error, Result};

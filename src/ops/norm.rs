@@ -64,8 +64,8 @@ fn norm_shape(x: &Tensor) -> Result<NormShape> {
     }
 }
 
-/// Batch norm of `x` with affine parameters gamma (weight) and beta (bias).
-pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, training: bool) -> Result<Tensor> {
+/// The input's normalisation shape, once devices, parameter shapes and emptiness are checked.
+fn checked_shape(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState) -> Result<NormShape> {
     same_device("batch_norm", &[x, gamma, beta, &state.running_mean, &state.running_var])?;
     let s = norm_shape(x)?;
     for (what, t) in
@@ -81,6 +81,12 @@ pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormSt
     if s.is_empty() {
         return Err(Error::EmptyTensor { op: "batch_norm", shape: x.dims().to_vec() });
     }
+    Ok(s)
+}
+
+/// Batch norm of `x` with affine parameters gamma (weight) and beta (bias).
+pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, training: bool) -> Result<Tensor> {
+    let s = checked_shape(x, gamma, beta, state)?;
     if training && s.per_channel() < 2 {
         return Err(Error::InvalidArgument {
             op: "batch_norm",
@@ -121,4 +127,24 @@ pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormSt
         })
     };
     Ok(Tensor::from_op(out, x.shape(), record, &[x, gamma, beta]))
+}
+
+/// relu(batch_norm(x)): the pre-activation unit of DenseNet. In eval mode with no graph recorded
+/// (inference) it is one pass over x; otherwise the two differentiable ops.
+pub fn batch_norm_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    state: &BatchNormState,
+    training: bool,
+) -> Result<Tensor> {
+    let records = crate::autograd::is_grad_enabled() && [x, gamma, beta].iter().any(|t| t.requires_grad());
+    if training || records {
+        return super::relu(&batch_norm(x, gamma, beta, state, training)?);
+    }
+    let s = checked_shape(x, gamma, beta, state)?;
+    let (rm, rv) = (state.running_mean.storage(), state.running_var.storage());
+    let out =
+        x.backend()?.batch_norm_eval_relu(s, &x.storage(), &gamma.storage(), &beta.storage(), &rm, &rv, state.eps)?;
+    Tensor::from_storage(out, x.shape().clone())
 }

@@ -12,7 +12,7 @@ pub use dtype::DType;
 pub use shape::Shape;
 
 use crate::autograd::{self, GradFn};
-use crate::backend::{Backend, Device, Storage};
+use crate::backend::{Backend, Device, PreparedCache, PreparedSlot, Storage};
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -28,11 +28,30 @@ impl TensorId {
     }
 }
 
+/// A tensor's data, shared by the tensors that view it (reshape, detach), with a version that
+/// every write access bumps, so a backend's prepared form of the data (packed GEMM panels of a
+/// weight) can tell when it went stale.
+struct StorageCell {
+    data: RwLock<Storage>,
+    version: AtomicU64,
+    prepared: PreparedCache,
+}
+
+impl StorageCell {
+    fn new(storage: Storage) -> Arc<StorageCell> {
+        Arc::new(StorageCell {
+            data: RwLock::new(storage),
+            version: AtomicU64::new(0),
+            prepared: PreparedCache::default(),
+        })
+    }
+}
+
 pub(crate) struct TensorInner {
     id: TensorId,
     shape: Shape,
     device: Device,
-    storage: Arc<RwLock<Storage>>,
+    storage: Arc<StorageCell>,
     grad_fn: Option<Box<dyn GradFn>>,
     requires_grad: AtomicBool,
     retains_grad: AtomicBool,
@@ -67,13 +86,13 @@ impl Tensor {
             });
         }
         let device = storage.device();
-        Ok(Self::build(shape, device, Arc::new(RwLock::new(storage)), None, false))
+        Ok(Self::build(shape, device, StorageCell::new(storage), None, false))
     }
 
     fn build(
         shape: Shape,
         device: Device,
-        storage: Arc<RwLock<Storage>>,
+        storage: Arc<StorageCell>,
         grad_fn: Option<Box<dyn GradFn>>,
         requires_grad: bool,
     ) -> Tensor {
@@ -101,7 +120,7 @@ impl Tensor {
         let device = storage.device();
         let track = autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         let grad_fn = track.then(grad_fn);
-        Self::build(shape, device, Arc::new(RwLock::new(storage)), grad_fn, track)
+        Self::build(shape, device, StorageCell::new(storage), grad_fn, track)
     }
 
     /// A tensor with the given shape from host data on the CPU.
@@ -177,12 +196,24 @@ impl Tensor {
     }
     /// Read access to the storage.
     pub fn storage(&self) -> RwLockReadGuard<'_, Storage> {
-        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+        self.0.storage.data.read().unwrap_or_else(|e| e.into_inner())
     }
     /// Write access to the storage, for in-place updates of parameters and buffers. Writing to a
     /// tensor that a recorded graph still needs makes that graph's backward wrong, as in PyTorch.
+    /// Any prepared form of the data (see [`prepared`](Self::prepared)) becomes stale.
     pub fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.0.storage.data.write().unwrap_or_else(|e| e.into_inner());
+        // Bumped while the write lock is held: a reader (who holds the read lock while it reads
+        // the version and uses the prepared form) never sees a new version with old data or the
+        // reverse.
+        self.0.storage.version.fetch_add(1, Ordering::AcqRel);
+        guard
+    }
+    /// Where a backend keeps a prepared form of this data (e.g. a weight packed for its GEMM),
+    /// tagged with the data's current version. Call while holding [`storage`](Self::storage)'s
+    /// guard, so the version matches the data being read.
+    pub fn prepared(&self) -> PreparedSlot<'_> {
+        PreparedSlot::new(self.0.storage.version.load(Ordering::Acquire), &self.0.storage.prepared)
     }
     /// Copies the data to a host Vec.
     pub fn to_vec(&self) -> Result<Vec<f32>> {

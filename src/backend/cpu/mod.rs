@@ -13,8 +13,8 @@ pub mod pool;
 pub mod simd;
 
 use super::{
-    AdamStep, Backend, BatchNormGrads, BatchNormSaved, BceWeights, Conv2dGeometry, Device, Layout, NormShape,
-    Pool2dGeometry, SgdStep, Storage,
+    AdamStep, Backend, BatchNormGrads, BatchNormSaved, BceWeights, Conv2dGeometry, ConvEpilogue, Device, Layout,
+    NormShape, Pool2dGeometry, PreparedSlot, SgdStep, Storage,
 };
 use crate::error::{Error, Result};
 use simd::SimdLevel;
@@ -132,6 +132,45 @@ impl Backend for CpuBackend {
         conv::conv2d_forward(self.level, g, host(x)?, host(w)?, host_opt(bias)?, &mut y);
         Ok(Storage::Cpu(y))
     }
+    fn conv2d_forward_fused(
+        &self,
+        g: &Conv2dGeometry,
+        x: &Storage,
+        w: &Storage,
+        w_prepared: PreparedSlot<'_>,
+        finish: ConvEpilogue<'_>,
+    ) -> Result<Storage> {
+        let (x, w) = (host(x)?, host(w)?);
+        let (residual, bias) = (host_opt(finish.residual)?, host_opt(finish.bias)?);
+        if residual.is_some_and(|r| r.len() != g.output_len()) {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d",
+                detail: "residual of another size than the output".into(),
+            });
+        }
+        // The norm's scale exactly as the batch-norm kernel computes it, so fusing changes no bit.
+        let norm_params = match finish.norm {
+            Some(n) => {
+                let inv_std = norm::inv_std(host(n.running_var)?, n.eps);
+                let scale: Vec<f32> = inv_std.iter().zip(host(n.gamma)?).map(|(i, g)| i * g).collect();
+                Some((host(n.running_mean)?, scale, host(n.beta)?))
+            }
+            None => None,
+        };
+        let norm = norm_params.as_ref().map(|(mean, scale, shift)| gemm::RowNorm { mean, scale, shift });
+        let level = self.level;
+        let packed = w_prepared.get_or_make(
+            |p: &gemm::PackedA| {
+                p.level() == level && p.rows() == g.out_channels && p.depth() == w.len() / g.out_channels
+            },
+            || conv::pack_weights(level, g, w),
+        );
+        let weights = conv::ConvWeights { data: w, packed: Some(&packed) };
+        let finish = conv::ConvFinish { bias, norm, residual, relu: finish.relu };
+        let mut y = vec![0.0; g.output_len()];
+        conv::conv2d_forward_with(level, g, x, weights, &finish, &mut y);
+        Ok(Storage::Cpu(y))
+    }
     fn conv2d_backward_input(&self, g: &Conv2dGeometry, dy: &Storage, w: &Storage) -> Result<Storage> {
         let mut dx = vec![0.0; g.input_len()];
         conv::conv2d_backward_input(self.level, g, host(dy)?, host(w)?, &mut dx);
@@ -189,6 +228,20 @@ impl Backend for CpuBackend {
     ) -> Result<Storage> {
         let inv_std = norm::inv_std(host(running_var)?, eps);
         let y = norm::normalize(s, host(x)?, host(running_mean)?, &inv_std, host(gamma)?, host(beta)?);
+        Ok(Storage::Cpu(y))
+    }
+    fn batch_norm_eval_relu(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &Storage,
+        running_var: &Storage,
+        eps: f32,
+    ) -> Result<Storage> {
+        let inv_std = norm::inv_std(host(running_var)?, eps);
+        let y = norm::normalize_then(s, host(x)?, host(running_mean)?, &inv_std, host(gamma)?, host(beta)?, true);
         Ok(Storage::Cpu(y))
     }
     fn batch_norm_backward(

@@ -27,15 +27,43 @@ fn plane(x: &[f32], s: NormShape, n: usize, c: usize) -> &[f32] {
 
 /// y = (x - mean[c]) * inv_std[c] * gamma[c] + beta[c], over every (n, c) plane in parallel.
 pub fn normalize(s: NormShape, x: &[f32], mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+    normalize_then(s, x, mean, inv_std, gamma, beta, false)
+}
+
+/// [`normalize`], then ReLU when `relu` (in the same pass: pre-activation networks such as
+/// DenseNet follow every eval-mode norm with one).
+pub fn normalize_then(
+    s: NormShape,
+    x: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    /// Fewest floats per parallel task: late layers have 7x7 planes, far too small to hand out
+    /// one by one.
+    const MIN_TASK: usize = 1 << 14;
     let mut y = vec![0.0; x.len()];
     let plane_len = s.plane.max(1);
-    y.par_chunks_mut(plane_len).zip(x.par_chunks(plane_len)).enumerate().for_each(|(i, (y, x))| {
-        let c = i % s.channels;
-        // (x - mean) first: folding the mean into a shift (x * scale + shift) cancels
-        // catastrophically when |mean| is large next to the spread, as in late DenseNet layers.
-        let (m, scale, b) = (mean[c], inv_std[c] * gamma[c], beta[c]);
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - m) * scale + b);
-    });
+    let planes_per_task = MIN_TASK.div_ceil(plane_len);
+    y.par_chunks_mut(plane_len).zip(x.par_chunks(plane_len)).enumerate().with_min_len(planes_per_task).for_each(
+        |(i, (y, x))| {
+            let c = i % s.channels;
+            // (x - mean) first: folding the mean into a shift (x * scale + shift) cancels
+            // catastrophically when |mean| is large next to the spread, as in late DenseNet layers.
+            let (m, scale, b) = (mean[c], inv_std[c] * gamma[c], beta[c]);
+            if relu {
+                // NaN survives, as the ReLU op keeps it.
+                y.iter_mut().zip(x).for_each(|(y, &x)| {
+                    let v = (x - m) * scale + b;
+                    *y = if v < 0.0 { 0.0 } else { v };
+                });
+            } else {
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - m) * scale + b);
+            }
+        },
+    );
     y
 }
 

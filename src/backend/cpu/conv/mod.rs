@@ -24,7 +24,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, MatRef};
+use super::gemm::{pack_a, sgemm, sgemm_with, AOperand, Epilogue, MatRef, PackedA, RowNorm};
 use super::simd::SimdLevel;
 use crate::backend::geometry::Conv2dGeometry;
 use im2col::{col2im, gather_rows, im2col, segments, Segment};
@@ -44,31 +44,133 @@ const WHOLE_MAX: usize = 1 << 20;
 
 /// y = conv(x, w) + bias. `y` is overwritten.
 pub fn conv2d_forward(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let finish = ConvFinish { bias, ..ConvFinish::default() };
+    conv2d_forward_with(level, g, x, ConvWeights { data: w, packed: None }, &finish, y);
+}
+
+/// A convolution's weights: the `[C_out, C_in, kh, kw]` data, and optionally the same packed
+/// once by [`pack_weights`] for this SIMD level (then `data` is not read).
+#[derive(Clone, Copy)]
+pub struct ConvWeights<'a> {
+    pub data: &'a [f32],
+    pub packed: Option<&'a PackedA>,
+}
+
+impl<'a> ConvWeights<'a> {
+    /// Rows `co.start ..` of W (output channels) as a GEMM A operand; with packed weights
+    /// `co.start` must be a multiple of the panel height.
+    fn rows(&self, co: &Range<usize>, k: usize) -> AOperand<'a> {
+        match self.packed {
+            Some(packed) => AOperand::Packed { packed, first_row: co.start },
+            None => AOperand::Matrix(MatRef::normal(&self.data[co.start * k..], k)),
+        }
+    }
+}
+
+/// What a forward convolution does to the product before storing it, in order: `+ bias[c]`,
+/// an eval-mode batch norm per output channel, `+ residual` (same shape as the output), then
+/// ReLU. Fused here (inference), they cost no pass over memory of their own.
+#[derive(Clone, Copy, Default)]
+pub struct ConvFinish<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub norm: Option<RowNorm<'a>>,
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl ConvFinish<'_> {
+    /// The same steps for the GEMM's store, when C is the output itself (one image, `q` pixels).
+    fn epilogue(&self, q: usize) -> Epilogue<'_> {
+        Epilogue { row_bias: self.bias, row_norm: self.norm, residual: self.residual.map(|r| (r, q)), relu: self.relu }
+    }
+
+    /// Writes `src` (output channel `ch` of image `n`, pixels `p0 ..`) finished into `dst`.
+    fn store(&self, g: &Conv2dGeometry, n: usize, ch: usize, p0: usize, src: &[f32], dst: &mut [f32]) {
+        let b = self.bias.map_or(0.0, |b| b[ch]);
+        let norm = self.norm.map(|nm| (nm.mean[ch], nm.scale[ch], nm.shift[ch]));
+        let finish = |v: f32| match norm {
+            Some((mean, scale, shift)) => (v + b - mean) * scale + shift,
+            None => v + b,
+        };
+        match self.residual {
+            Some(res) => {
+                let res = &res[(n * g.out_channels + ch) * plane_out(g) + p0..][..src.len()];
+                for ((d, v), r) in dst.iter_mut().zip(src).zip(res) {
+                    *d = self.activate(finish(*v) + r);
+                }
+            }
+            None => {
+                for (d, v) in dst.iter_mut().zip(src) {
+                    *d = self.activate(finish(*v));
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn activate(&self, v: f32) -> f32 {
+        // NaN survives, as the ReLU op keeps it.
+        if self.relu && v < 0.0 {
+            0.0
+        } else {
+            v
+        }
+    }
+}
+
+/// Packs a convolution's weights (`[C_out x C_in*kh*kw]`, the GEMM's A) for repeated forwards.
+pub fn pack_weights(level: SimdLevel, g: &Conv2dGeometry, w: &[f32]) -> PackedA {
+    let k = unrolled_len(g);
+    pack_a(level, g.out_channels, k, MatRef::normal(w, k))
+}
+
+/// y = finish(conv(x, w)). `y` is overwritten; `finish.residual`, if any, has y's length.
+pub fn conv2d_forward_with(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: ConvWeights<'_>,
+    finish: &ConvFinish<'_>,
+    y: &mut [f32],
+) {
     let (q_total, c_out) = (g.batch * plane_out(g), g.out_channels);
     if q_total == 0 || c_out == 0 {
         return;
+    }
+    if let Some(packed) = w.packed {
+        assert!(packed.rows() == c_out && packed.depth() == unrolled_len(g), "conv2d: packed weights of another shape");
     }
     let k = unrolled_len(g);
     let target = task_target();
     let budget_blocks = q_total.div_ceil((BLOCK_BYTES / 4 / (k + c_out).max(1)).max(MIN_BLOCK));
     if budget_blocks < target && k * q_total <= WHOLE_MAX {
-        forward_whole(level, g, x, w, bias, y);
+        forward_whole(level, g, x, w, finish, y);
         return;
     }
     // A block count that is a multiple of the thread count, so no thread idles at the end.
     let nq = if budget_blocks < 4 * target { budget_blocks.next_multiple_of(target) } else { budget_blocks };
     let blocks = ranges(q_total, block_len(q_total, q_total.div_ceil(nq).max(MIN_BLOCK)));
-    let groups = even_ranges(c_out, target.div_ceil(blocks.len()).min(c_out.div_ceil(16)));
+    let parts = target.div_ceil(blocks.len()).min(c_out.div_ceil(16));
+    // Packed weights can only be cut between panels.
+    let align = w.packed.map_or(1, |p| p.panel_rows());
+    let groups = aligned_ranges(c_out, parts, align);
     let tasks: Vec<(Range<usize>, Range<usize>)> =
         blocks.iter().flat_map(|b| groups.iter().map(move |c| (b.clone(), c.clone()))).collect();
     let out = SharedOut::new(&mut y[..g.output_len()]);
-    tasks.into_par_iter().for_each(|(q, co)| forward_block(level, g, x, w, bias, q, co, &out));
+    tasks.into_par_iter().for_each(|(q, co)| forward_block(level, g, x, w, finish, q, co, &out));
 }
 
 /// Forward for few output pixels (late layers at small batch): the whole batch is unrolled once
 /// (in parallel) and one GEMM, parallel inside, covers every output channel. Splitting tasks
 /// by output channel instead would unroll the same columns once per task.
-fn forward_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+fn forward_whole(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: ConvWeights<'_>,
+    finish: &ConvFinish<'_>,
+    y: &mut [f32],
+) {
     let (k, plane, c_out) = (unrolled_len(g), plane_out(g), g.out_channels);
     let q = g.batch * plane;
     let segs = segments(0..q, plane);
@@ -83,26 +185,18 @@ fn forward_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], w: &[f32], bia
             });
             MatRef::normal(cols, q)
         };
-        let a = MatRef::normal(w, k);
+        let a = w.rows(&(0..c_out), k);
         if g.batch == 1 {
-            // One image: the GEMM's [C_out x pixels] result is y itself.
-            sgemm(level, c_out, q, k, a, b, 0.0, y, q);
-            if let Some(bias) = bias {
-                for (row, &bv) in y.chunks_exact_mut(q).zip(bias) {
-                    row.iter_mut().for_each(|v| *v += bv);
-                }
-            }
+            // One image: the GEMM's [C_out x pixels] result is y itself, finished tile by tile.
+            sgemm_with(level, c_out, q, k, a, b, 0.0, y, q, &finish.epilogue(q));
             return;
         }
         with_scratch(Slot::Out, c_out * q, |c| {
-            sgemm(level, c_out, q, k, a, b, 0.0, c, q);
+            sgemm_with(level, c_out, q, k, a, b, 0.0, c, q, &Epilogue::NONE);
             for s in &segs {
                 for ch in 0..c_out {
                     let dst = &mut y[(s.n * c_out + ch) * plane..][..plane];
-                    let bv = bias.map_or(0.0, |b| b[ch]);
-                    for (d, v) in dst.iter_mut().zip(&c[ch * q + s.col..][..s.len]) {
-                        *d = v + bv;
-                    }
+                    finish.store(g, s.n, ch, 0, &c[ch * q + s.col..][..s.len], dst);
                 }
             }
         });
@@ -115,8 +209,8 @@ fn forward_block(
     level: SimdLevel,
     g: &Conv2dGeometry,
     x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
+    w: ConvWeights<'_>,
+    finish: &ConvFinish<'_>,
     q: Range<usize>,
     co: Range<usize>,
     y: &SharedOut<'_>,
@@ -124,16 +218,16 @@ fn forward_block(
     let (k, plane) = (unrolled_len(g), plane_out(g));
     let segs = segments(q.clone(), plane);
     let (nb, mc) = (q.len(), co.len());
-    let a = MatRef::normal(&w[co.start * k..], k);
+    let a = w.rows(&co, k);
     with_scratch(Slot::Out, mc * nb, |c| {
         if is_pointwise(g) && segs.len() == 1 {
             let s = segs[0];
             let b = MatRef::normal(&x[s.n * g.in_channels * plane + s.p0..], plane);
-            sgemm(level, mc, nb, k, a, b, 0.0, c, nb);
+            sgemm_with(level, mc, nb, k, a, b, 0.0, c, nb, &Epilogue::NONE);
         } else {
             with_scratch(Slot::Cols, k * nb, |cols| {
                 im2col(g, x, 0..k, &segs, cols, nb);
-                sgemm(level, mc, nb, k, a, MatRef::normal(cols, nb), 0.0, c, nb);
+                sgemm_with(level, mc, nb, k, a, MatRef::normal(cols, nb), 0.0, c, nb, &Epilogue::NONE);
             });
         }
         for s in &segs {
@@ -142,10 +236,7 @@ fn forward_block(
                 // SAFETY: tasks own disjoint (pixel range, channel range) pairs, so this row
                 // piece of y is written by this task only.
                 let dst = unsafe { y.slice((s.n * g.out_channels + ch) * plane + s.p0, s.len) };
-                let b = bias.map_or(0.0, |b| b[ch]);
-                for (d, v) in dst.iter_mut().zip(src) {
-                    *d = v + b;
-                }
+                finish.store(g, s.n, ch, s.p0, src, dst);
             }
         }
     });
@@ -374,6 +465,12 @@ fn block_len(total: usize, want: usize) -> usize {
 /// `0..total` cut into pieces of `len` (the last one shorter).
 fn ranges(total: usize, len: usize) -> Vec<Range<usize>> {
     (0..total).step_by(len.max(1)).map(|s| s..(s + len).min(total)).collect()
+}
+
+/// `0..total` cut into about `parts` pieces whose boundaries are multiples of `align`.
+fn aligned_ranges(total: usize, parts: usize, align: usize) -> Vec<Range<usize>> {
+    let units = total.div_ceil(align);
+    even_ranges(units, parts).into_iter().map(|r| r.start * align..(r.end * align).min(total)).collect()
 }
 
 /// `0..total` cut into `parts` pieces of nearly equal length (fewer if `total` is smaller).

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::buffer::{PackBuf, Slot};
 use super::pack::StripSource;
-use super::MatRef;
+use super::{Epilogue, MatRef};
 
 /// Below this many flops (2mnk) a call runs on the calling thread: a rayon round trip costs a few
 /// microseconds, as much as the whole product at this size.
@@ -37,10 +37,41 @@ pub(super) struct Problem<'a> {
     pub m: usize,
     pub n: usize,
     pub k: usize,
-    pub a: MatRef<'a>,
+    pub a: ASource<'a>,
     pub b: MatRef<'a>,
     pub beta: f32,
     pub ldc: usize,
+    pub epilogue: Epilogue<'a>,
+}
+
+/// Where A comes from: a matrix packed during the call, or panels packed earlier by
+/// [`pack_whole_a`] (for the same kernel and k).
+#[derive(Clone, Copy)]
+pub(super) enum ASource<'a> {
+    Matrix(MatRef<'a>),
+    /// `total_panels` panels per k block, of which this problem uses those from `first_panel` on.
+    Packed {
+        data: &'a [f32],
+        total_panels: usize,
+        first_panel: usize,
+    },
+}
+
+/// Packed panels laid out k block after k block as [`pack_shared`] writes them: `total` panels
+/// per block, this problem's panel 0 being panel `first` of each block.
+#[derive(Clone, Copy)]
+struct Panels<'a> {
+    data: &'a [f32],
+    total: usize,
+    first: usize,
+}
+
+impl<'a> Panels<'a> {
+    /// The problem's panels for the k block starting at `pc` (`kc` long), panel after panel,
+    /// each `w * kc` floats.
+    fn block(&self, w: usize, pc: usize, kc: usize) -> &'a [f32] {
+        &self.data[pc * self.total * w + self.first * w * kc..]
+    }
 }
 
 /// A register-blocked micro-kernel and the cache blocking tuned for it.
@@ -122,22 +153,29 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     // Equal k blocks (e.g. 576 = 3 x 192, not 256 + 256 + 64) keep every kernel call long.
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
-    let share_a = n >= m;
-
-    let mut shared_buf = if share_a {
-        PackBuf::take(Slot::Shared, m_panels * K::MR * k)
-    } else {
-        PackBuf::take(Slot::Shared, n_panels * K::NR * k)
+    let prepacked = match p.a {
+        ASource::Packed { data, total_panels, first_panel } => {
+            Some(Panels { data, total: total_panels, first: first_panel })
+        }
+        ASource::Matrix(_) => None,
     };
-    let shared = shared_buf.as_mut_slice();
-    if share_a {
-        let src = StripSource::rows_of_a(p.a);
-        pack_shared(shared, src, m, K::MR, k, kc_max, parallel, K::pack_a);
-    } else {
-        let src = StripSource::cols_of_b(p.b);
-        pack_shared(shared, src, n, K::NR, k, kc_max, parallel, K::pack_b);
-    }
-    let shared = &*shared;
+    // A packed beforehand is shared whatever the shape: it costs nothing more to read.
+    let share_a = n >= m || prepacked.is_some();
+
+    let mut shared_buf = None;
+    let shared = match (prepacked, p.a) {
+        (Some(panels), _) => panels,
+        (None, ASource::Matrix(a)) if share_a => {
+            let buf = shared_buf.insert(PackBuf::take(Slot::Shared, m_panels * K::MR * k)).as_mut_slice();
+            pack_shared(buf, StripSource::rows_of_a(a), m, K::MR, k, kc_max, parallel, K::pack_a);
+            Panels { data: buf, total: m_panels, first: 0 }
+        }
+        _ => {
+            let buf = shared_buf.insert(PackBuf::take(Slot::Shared, n_panels * K::NR * k)).as_mut_slice();
+            pack_shared(buf, StripSource::cols_of_b(p.b), n, K::NR, k, kc_max, parallel, K::pack_b);
+            Panels { data: buf, total: n_panels, first: 0 }
+        }
+    };
 
     // Tiles: `strips` along the locally packed dimension, each cut into `cuts` pieces.
     let (local_panels, shared_panels, target) =
@@ -242,17 +280,16 @@ fn plan_tiles(local_panels: usize, shared_panels: usize, target: usize, threads:
 /// B packed here block by block.
 ///
 /// # Safety
-/// The CPU supports `K`; `pa` holds A packed by [`pack_shared`]; `c` points at C as checked in
-/// [`gemm`] and no one else accesses this tile meanwhile.
+/// The CPU supports `K`; `pa` holds A packed for `K`; `c` points at C as checked in [`gemm`] and
+/// no one else accesses this tile meanwhile.
 unsafe fn tile_sharing_a<K: MicroKernel>(
-    pa: &[f32],
+    pa: Panels<'_>,
     p: &Problem<'_>,
     kc_max: usize,
     rows: Range<usize>,
     cols: Range<usize>,
     c: *mut f32,
 ) {
-    let m_panels = p.m.div_ceil(K::MR);
     let mut b_buf = PackBuf::take(Slot::Tile, cols.len() * K::NR * kc_max);
     let b_src = StripSource::cols_of_b(p.b);
     let mut pc = 0;
@@ -260,14 +297,15 @@ unsafe fn tile_sharing_a<K: MicroKernel>(
         let kc = kc_max.min(p.k - pc);
         let b_block = &mut b_buf.as_mut_slice()[..cols.len() * K::NR * kc];
         K::pack_b(b_block, b_src, cols.start * K::NR, p.n, pc, kc);
-        let a_block = &pa[pc * m_panels * K::MR..];
+        let a_block = pa.block(K::MR, pc, kc);
         // beta applies once; later k blocks add onto what the first one stored.
         let beta = if pc == 0 { p.beta } else { 1.0 };
+        let last = pc + kc == p.k;
         for ip in rows.clone() {
             let a = &a_block[ip * K::MR * kc..][..kc * K::MR];
             for (jl, b) in b_block.chunks_exact(K::NR * kc).enumerate() {
                 // SAFETY: forwarded from our contract.
-                unsafe { micro_tile::<K>(p, kc, a, b, ip, cols.start + jl, beta, c) };
+                unsafe { micro_tile::<K>(p, kc, a, b, ip, cols.start + jl, beta, last, c) };
             }
         }
         pc += kc;
@@ -278,32 +316,33 @@ unsafe fn tile_sharing_a<K: MicroKernel>(
 /// A packed here block by block.
 ///
 /// # Safety
-/// The CPU supports `K`; `pb` holds B packed by [`pack_shared`]; `c` points at C as checked in
-/// [`gemm`] and no one else accesses this tile meanwhile.
+/// The CPU supports `K`; `pb` holds B packed for `K`; `c` points at C as checked in [`gemm`] and
+/// no one else accesses this tile meanwhile.
 unsafe fn tile_sharing_b<K: MicroKernel>(
-    pb: &[f32],
+    pb: Panels<'_>,
     p: &Problem<'_>,
     kc_max: usize,
     rows: Range<usize>,
     cols: Range<usize>,
     c: *mut f32,
 ) {
-    let n_panels = p.n.div_ceil(K::NR);
+    let ASource::Matrix(a_matrix) = p.a else { unreachable!("a packed A is always the shared operand") };
     let mut a_buf = PackBuf::take(Slot::Tile, rows.len() * K::MR * kc_max);
-    let a_src = StripSource::rows_of_a(p.a);
+    let a_src = StripSource::rows_of_a(a_matrix);
     let mut pc = 0;
     while pc < p.k {
         let kc = kc_max.min(p.k - pc);
         let a_block = &mut a_buf.as_mut_slice()[..rows.len() * K::MR * kc];
         K::pack_a(a_block, a_src, rows.start * K::MR, p.m, pc, kc);
-        let b_block = &pb[pc * n_panels * K::NR..];
+        let b_block = pb.block(K::NR, pc, kc);
         let beta = if pc == 0 { p.beta } else { 1.0 };
+        let last = pc + kc == p.k;
         // B micro-panel outermost: it stays in L1 while the tile's A micro-panels stream from L2.
         for jp in cols.clone() {
             let b = &b_block[jp * K::NR * kc..][..kc * K::NR];
             for (il, a) in a_block.chunks_exact(K::MR * kc).enumerate() {
                 // SAFETY: forwarded from our contract.
-                unsafe { micro_tile::<K>(p, kc, a, b, rows.start + il, jp, beta, c) };
+                unsafe { micro_tile::<K>(p, kc, a, b, rows.start + il, jp, beta, last, c) };
             }
         }
         pc += kc;
@@ -311,7 +350,8 @@ unsafe fn tile_sharing_b<K: MicroKernel>(
 }
 
 /// One micro-kernel call: the `MR x NR` tile of C at A panel `ip`, B panel `jp`, from the
-/// micro-panels `a` (`kc * MR` floats) and `b` (`kc * NR`), clipped to C's edges.
+/// micro-panels `a` (`kc * MR` floats) and `b` (`kc * NR`), clipped to C's edges; after the
+/// `last` k block, the epilogue too.
 ///
 /// # Safety
 /// The CPU supports `K`; `c` points at C as checked in [`gemm`]; no one else accesses this tile
@@ -326,24 +366,66 @@ unsafe fn micro_tile<K: MicroKernel>(
     ip: usize,
     jp: usize,
     beta: f32,
+    last: bool,
     c: *mut f32,
 ) {
     assert!(a.len() >= kc * K::MR && b.len() >= kc * K::NR);
     let (i0, j0) = (ip * K::MR, jp * K::NR);
+    let (rows, cols) = ((p.m - i0).min(K::MR), (p.n - j0).min(K::NR));
     // SAFETY: `a`/`b` hold the kc * MR and kc * NR floats the kernel reads (checked above). The
     // tile's top-left element (i0, j0) has i0 < m and j0 < n (panels exist only where C does), and
     // it spans at most `m - i0` rows and `n - j0` columns, all inside the C region checked in
     // `gemm`; exclusive access and CPU support are our caller's contract.
     unsafe {
-        K::tile(
-            kc,
-            a.as_ptr(),
-            b.as_ptr(),
-            c.add(i0 * p.ldc + j0),
-            p.ldc,
-            (p.m - i0).min(K::MR),
-            (p.n - j0).min(K::NR),
-            beta,
-        );
+        K::tile(kc, a.as_ptr(), b.as_ptr(), c.add(i0 * p.ldc + j0), p.ldc, rows, cols, beta);
     }
+    if last && !p.epilogue.is_none() {
+        for r in i0..i0 + rows {
+            // SAFETY: row r's columns j0 .. j0 + cols lie in the C region checked in `gemm`, in
+            // the tile this task owns exclusively (our caller's contract).
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * p.ldc + j0), cols) };
+            finish_row(&p.epilogue, r, j0, row);
+        }
+    }
+}
+
+/// Applies the epilogue to C's row `i`, columns `j0 ..` (the slice `row`).
+#[inline(always)]
+fn finish_row(e: &Epilogue<'_>, i: usize, j0: usize, row: &mut [f32]) {
+    if let Some(bias) = e.row_bias {
+        let b = bias[i];
+        row.iter_mut().for_each(|v| *v += b);
+    }
+    if let Some(norm) = e.row_norm {
+        let (m, s, b) = (norm.mean[i], norm.scale[i], norm.shift[i]);
+        row.iter_mut().for_each(|v| *v = (*v - m) * s + b);
+    }
+    if let Some((res, ld)) = e.residual {
+        let res = &res[i * ld + j0..][..row.len()];
+        row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
+    }
+    if e.relu {
+        // Written so that NaN survives, as the ReLU op keeps it.
+        row.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+    }
+}
+
+/// The epilogue over a whole `m x n` C (the k == 0 product, which has no tiles).
+pub(super) fn apply_epilogue_rows(e: &Epilogue<'_>, c: &mut [f32], ldc: usize, m: usize, n: usize) {
+    for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
+        finish_row(e, i, 0, &mut row[..n]);
+    }
+}
+
+/// Packs a whole `m x k` A for kernel `K` in the layout [`gemm`] reads a shared A in, returning
+/// the panel height and the panels.
+///
+/// # Safety
+/// The CPU supports the instructions `K` uses.
+pub(super) unsafe fn pack_whole_a<K: MicroKernel>(m: usize, k: usize, a: MatRef<'_>) -> (usize, Vec<f32>) {
+    let kc_max = k.div_ceil(k.div_ceil(K::KC));
+    let mut data = vec![0.0; m.div_ceil(K::MR) * K::MR * k];
+    let parallel = 2 * m * k >= PARALLEL_MIN_FLOPS && rayon::current_thread_index().is_none();
+    pack_shared(&mut data, StripSource::rows_of_a(a), m, K::MR, k, kc_max, parallel, K::pack_a);
+    (K::MR, data)
 }

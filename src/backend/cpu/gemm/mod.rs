@@ -80,6 +80,160 @@ pub fn sgemm(
     c: &mut [f32],
     ldc: usize,
 ) {
+    sgemm_with(level, m, n, k, AOperand::Matrix(a), b, beta, c, ldc, &Epilogue::NONE);
+}
+
+/// The A operand of [`sgemm_with`]: a matrix to pack during the call, or rows of one packed
+/// earlier by [`pack_a`] (a layer's weights, packed once and reused by every call).
+#[derive(Clone, Copy)]
+pub enum AOperand<'a> {
+    Matrix(MatRef<'a>),
+    /// Rows `first_row .. first_row + m` of a packed matrix; `first_row` is a multiple of the
+    /// kernel's panel height ([`PackedA::panel_rows`]).
+    Packed {
+        packed: &'a PackedA,
+        first_row: usize,
+    },
+}
+
+/// What happens to each element of C after the product, in this order: `+ row_bias[i]`,
+/// the per-row affine map `row_norm`, `+ residual[i, j]`, then ReLU. Applied while the tile is
+/// still in L1, so a convolution's bias, an eval-mode batch norm, a residual connection and the
+/// activation cost no extra pass over memory.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// One value per row of C.
+    pub row_bias: Option<&'a [f32]>,
+    /// `(v - mean[i]) * scale[i] + shift[i]`: an eval-mode batch norm, written as the norm
+    /// kernel computes it so that fusing changes no bit.
+    pub row_norm: Option<RowNorm<'a>>,
+    /// A row-major `m x n` matrix with the given leading dimension, added to C.
+    pub residual: Option<(&'a [f32], usize)>,
+    /// max(v, 0), keeping NaN (as the ReLU op does).
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// Nothing after the product.
+    pub const NONE: Epilogue<'static> = Epilogue { row_bias: None, row_norm: None, residual: None, relu: false };
+
+    fn is_none(&self) -> bool {
+        self.row_bias.is_none() && self.row_norm.is_none() && self.residual.is_none() && !self.relu
+    }
+
+    /// Panics unless the bias and residual cover an `m x n` C.
+    fn check(&self, m: usize, n: usize) {
+        if let Some(bias) = self.row_bias {
+            assert!(bias.len() >= m, "sgemm: row bias has {} values for {m} rows", bias.len());
+        }
+        if let Some(norm) = self.row_norm {
+            let shortest = norm.mean.len().min(norm.scale.len()).min(norm.shift.len());
+            assert!(shortest >= m, "sgemm: row norm has {shortest} values for {m} rows");
+        }
+        if let Some((res, ld)) = self.residual {
+            assert!(ld >= n && res.len() >= (m - 1) * ld + n, "sgemm: residual too short for {m} x {n}");
+        }
+    }
+}
+
+/// A per-row affine map `(v - mean[i]) * scale[i] + shift[i]`.
+#[derive(Clone, Copy, Debug)]
+pub struct RowNorm<'a> {
+    pub mean: &'a [f32],
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+}
+
+/// An `m x k` A operand packed once into the panel format of one SIMD level's kernel, for
+/// [`AOperand::Packed`]. Packing a 3x3 conv's weights transposes them, which at batch 1 costs as
+/// much as a third of the multiply itself: inference packs each layer once instead of per call.
+#[derive(Debug)]
+pub struct PackedA {
+    level: SimdLevel,
+    mr: usize,
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Rows per panel: a packed operand can only be cut at multiples of this.
+    pub fn panel_rows(&self) -> usize {
+        self.mr
+    }
+    /// Rows of the packed matrix.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+    /// The reduction length k.
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+    /// The SIMD level it was packed for (the one it must be used with).
+    pub fn level(&self) -> SimdLevel {
+        self.level
+    }
+}
+
+/// The SIMD level whose kernel `level` actually runs on this CPU (a level the CPU lacks falls
+/// back, as [`sgemm`] does).
+fn kernel_level(level: SimdLevel) -> SimdLevel {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 if is_x86_feature_detected!("avx512f") => SimdLevel::Avx512,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 | SimdLevel::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => {
+            SimdLevel::Avx2
+        }
+        _ => SimdLevel::Portable,
+    }
+}
+
+/// Rows per A panel of `level`'s kernel.
+pub fn panel_rows(level: SimdLevel) -> usize {
+    match kernel_level(level) {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => <kernel_avx512::Avx512 as driver::MicroKernel>::MR,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => <kernel_avx2::Avx2 as driver::MicroKernel>::MR,
+        _ => <kernel_portable::Portable as driver::MicroKernel>::MR,
+    }
+}
+
+/// Packs A (`m x k`, m, k > 0) for repeated products with `level`'s kernel.
+pub fn pack_a(level: SimdLevel, m: usize, k: usize, a: MatRef<'_>) -> PackedA {
+    assert!(m > 0 && k > 0, "pack_a: empty operand");
+    a.check("A", m, k);
+    let level = kernel_level(level);
+    let (mr, data) = match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `kernel_level` only answers AVX-512 where AVX-512F was detected.
+        SimdLevel::Avx512 => unsafe { driver::pack_whole_a::<kernel_avx512::Avx512>(m, k, a) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `kernel_level` only answers AVX2 where AVX2 and FMA were detected.
+        SimdLevel::Avx2 => unsafe { driver::pack_whole_a::<kernel_avx2::Avx2>(m, k, a) },
+        // SAFETY: the portable kernel needs no CPU feature.
+        _ => unsafe { driver::pack_whole_a::<kernel_portable::Portable>(m, k, a) },
+    };
+    PackedA { level, mr, m, k, data }
+}
+
+/// C[m x n] = A[m x k] * B[k x n] + beta * C, then `epilogue`, with A given as a matrix or
+/// pre-packed. Panics only on slices too short for the sizes or a packed A used with another
+/// level, row range or k than it was made for (internal invariants of the callers).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with(
+    level: SimdLevel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: AOperand<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -88,26 +242,40 @@ pub fn sgemm(
     assert!(ldc >= n, "sgemm: ldc = {ldc} < n = {n}");
     let c_needed = (m - 1) * ldc + n;
     assert!(c.len() >= c_needed, "sgemm: C has {} elements, needs {c_needed}", c.len());
+    epilogue.check(m, n);
     if k == 0 {
         scale_c(m, n, beta, c, ldc);
+        driver::apply_epilogue_rows(epilogue, c, ldc, m, n);
         return;
     }
-    a.check("A", m, k);
+    let level = kernel_level(level);
+    let a = match a {
+        AOperand::Matrix(a) => {
+            a.check("A", m, k);
+            driver::ASource::Matrix(a)
+        }
+        AOperand::Packed { packed, first_row } => {
+            assert!(packed.level == level, "sgemm: A packed for {:?}, used with {level:?}", packed.level);
+            assert!(
+                packed.k == k && first_row % packed.mr == 0 && first_row + m <= packed.m,
+                "sgemm: packed A mismatch"
+            );
+            driver::ASource::Packed {
+                data: &packed.data,
+                total_panels: packed.m.div_ceil(packed.mr),
+                first_panel: first_row / packed.mr,
+            }
+        }
+    };
     b.check("B", k, n);
-    let problem = driver::Problem { m, n, k, a, b, beta, ldc };
-    // `sgemm` is safe to call with any level, so the CPU features are checked here (a cached
-    // atomic load each) rather than trusted: the SIMD kernels are only sound where they exist.
+    let problem = driver::Problem { m, n, k, a, b, beta, ldc, epilogue: *epilogue };
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 if is_x86_feature_detected!("avx512f") => {
-            // SAFETY: AVX-512F was just detected.
-            unsafe { driver::gemm::<kernel_avx512::Avx512>(&problem, c) }
-        }
+        // SAFETY: `kernel_level` only answers AVX-512 where AVX-512F was detected.
+        SimdLevel::Avx512 => unsafe { driver::gemm::<kernel_avx512::Avx512>(&problem, c) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 | SimdLevel::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => {
-            // SAFETY: AVX2 and FMA were just detected.
-            unsafe { driver::gemm::<kernel_avx2::Avx2>(&problem, c) }
-        }
+        // SAFETY: `kernel_level` only answers AVX2 where AVX2 and FMA were detected.
+        SimdLevel::Avx2 => unsafe { driver::gemm::<kernel_avx2::Avx2>(&problem, c) },
         // SAFETY: the portable kernel needs no CPU feature.
         _ => unsafe { driver::gemm::<kernel_portable::Portable>(&problem, c) },
     }
