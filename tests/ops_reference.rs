@@ -648,3 +648,40 @@ fn large_plane_reductions() {
     assert_close("running_mean large plane", &host(&state.running_mean), &rm, 1e-5, 1e-6);
     assert_close("running_var large plane", &host(&state.running_var), &rv, 1e-5, 1e-6);
 }
+
+/// DenseNet's layer input, relu(batch_norm(cat(parts))) in eval mode, computed at inference
+/// straight from the parts: the same bits as the three separate ops, at batch 1 and 3, and a
+/// typed error for parts that cannot be concatenated or parameters of the wrong size.
+#[test]
+fn concatenated_norm_relu_equals_the_separate_ops() {
+    use cxr::{ops, Device, Tensor};
+    for batch in [1, 3] {
+        let parts: Vec<Tensor> = [5, 3, 8]
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Tensor::rand_uniform([batch, c, 6, 7], -2.0, 2.0, 40 + i as u64, Device::Cpu).unwrap())
+            .collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let state = ops::BatchNormState {
+            running_mean: Tensor::rand_uniform([16], -0.5, 0.5, 1, Device::Cpu).unwrap(),
+            running_var: Tensor::rand_uniform([16], 0.5, 2.0, 2, Device::Cpu).unwrap(),
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let gamma = Tensor::rand_uniform([16], 0.5, 1.5, 3, Device::Cpu).unwrap();
+        let beta = Tensor::rand_uniform([16], -0.5, 0.5, 4, Device::Cpu).unwrap();
+        let _g = cxr::no_grad();
+        let cat = ops::cat_channels(&refs).unwrap();
+        let separate = ops::relu(&ops::batch_norm(&cat, &gamma, &beta, &state, false).unwrap()).unwrap();
+        let fused = ops::cat_batch_norm_relu(&refs, &gamma, &beta, &state, false).unwrap();
+        assert_eq!(fused.dims(), [batch, 16, 6, 7]);
+        assert_eq!(fused.to_vec().unwrap(), separate.to_vec().unwrap(), "batch {batch}");
+
+        let short = Tensor::zeros([15], Device::Cpu).unwrap();
+        let err = ops::cat_batch_norm_relu(&refs, &short, &beta, &state, false);
+        assert!(matches!(err, Err(cxr::Error::ShapeMismatch { .. })), "{err:?}");
+        let odd = Tensor::zeros([batch, 2, 6, 6], Device::Cpu).unwrap();
+        let err = ops::cat_batch_norm_relu(&[&parts[0], &odd], &gamma, &beta, &state, false);
+        assert!(matches!(err, Err(cxr::Error::ShapeMismatch { .. })), "{err:?}");
+    }
+}

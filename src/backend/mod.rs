@@ -396,6 +396,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<Storage> {
         self.relu(&self.batch_norm_eval(s, x, gamma, beta, running_mean, running_var, eps)?)
     }
+    /// `batch_norm_eval_relu` of the channel concatenation of `parts` ([N, C_i, plane] each),
+    /// which a backend may compute without building the concatenation.
+    fn concat_batch_norm_eval_relu(
+        &self,
+        parts: &[(&Storage, usize)],
+        s: NormShape,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &Storage,
+        running_var: &Storage,
+        eps: f32,
+    ) -> Result<Storage> {
+        let x = self.concat_channels(parts, s.batch, s.plane)?;
+        self.batch_norm_eval_relu(s, &x, gamma, beta, running_mean, running_var, eps)
+    }
     /// Backward of batch norm given the mean and 1/std used in the forward. `batch_stats` is true
     /// when those came from the batch (training mode: gradient flows through the statistics), false
     /// when they were the running statistics (eval mode: an affine map).

@@ -80,8 +80,10 @@ impl DenseLayer {
             conv2: conv(width, c.growth_rate, 3, 1, layer_seed(seed, 2), device)?,
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.norm1.forward_relu(x)?;
+    /// The layer's new features from the block's features so far (their concatenation is its
+    /// input; at inference it is never built).
+    fn forward(&self, features: &[&Tensor]) -> Result<Tensor> {
+        let h = self.norm1.forward_relu_cat(features)?;
         let h = conv_norm_relu(&self.conv1, self.norm2.as_ref(), &h)?;
         self.conv2.forward(&h)
     }
@@ -239,12 +241,8 @@ impl Model for DenseNet {
         for (b, stage) in self.stages.iter().enumerate() {
             let mut features = vec![h];
             for layer in &stage.layers {
-                let input = if features.len() == 1 {
-                    features[0].clone()
-                } else {
-                    ops::cat_channels(&features.iter().collect::<Vec<_>>())?
-                };
-                features.push(layer.forward(&input)?);
+                let new = layer.forward(&features.iter().collect::<Vec<_>>())?;
+                features.push(new);
             }
             h = tap(
                 &format!("features.denseblock{}", b + 1),

@@ -43,6 +43,11 @@ impl BatchNorm {
         ops::batch_norm_relu(x, &self.weight, &self.bias, &self.state, self.is_training())
     }
 
+    /// relu(forward(cat_channels(parts))), without building the concatenation at inference.
+    pub fn forward_relu_cat(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        ops::cat_batch_norm_relu(parts, &self.weight, &self.bias, &self.state, self.is_training())
+    }
+
     /// The parameters a fused convolution applies this norm with, in eval mode (None in
     /// training mode, where the norm needs the batch's statistics).
     pub fn eval_params(&self) -> Option<ops::NormParams<'_>> {

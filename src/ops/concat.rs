@@ -26,8 +26,9 @@ impl GradFn for CatBackward {
     }
 }
 
-/// Concatenates tensors that agree in every dimension but the channel one (dimension 1).
-pub fn cat_channels(parts: &[&Tensor]) -> Result<Tensor> {
+/// Checks that `parts` can be concatenated along dimension 1; returns the concatenation's shape
+/// and the elements per channel of one image (the plane).
+pub(crate) fn cat_shape(parts: &[&Tensor]) -> Result<(Vec<usize>, usize)> {
     let first = parts.first().ok_or(Error::InvalidArgument { op: "cat_channels", detail: "no tensors".into() })?;
     same_device("cat_channels", parts)?;
     let d0 = first.dims();
@@ -43,14 +44,20 @@ pub fn cat_channels(parts: &[&Tensor]) -> Result<Tensor> {
             });
         }
     }
-    let plane: usize = d0[2..].iter().product();
+    let mut shape = d0.to_vec();
+    shape[1] = parts.iter().map(|p| p.dims()[1]).sum();
+    Ok((shape, d0[2..].iter().product()))
+}
+
+/// Concatenates tensors that agree in every dimension but the channel one (dimension 1).
+pub fn cat_channels(parts: &[&Tensor]) -> Result<Tensor> {
+    let (shape, plane) = cat_shape(parts)?;
+    let (first, d0) = (parts[0], parts[0].dims());
     let storages: Vec<_> = parts.iter().map(|p| p.storage()).collect();
     let pairs: Vec<(&Storage, usize)> = storages.iter().zip(parts).map(|(s, p)| (&**s, p.dims()[1])).collect();
     let out = first.backend()?.concat_channels(&pairs, d0[0], plane)?;
     drop(pairs);
     drop(storages);
-    let mut shape = d0.to_vec();
-    shape[1] = parts.iter().map(|p| p.dims()[1]).sum();
     let owned: Vec<Tensor> = parts.iter().map(|&p| p.clone()).collect();
     Ok(Tensor::from_op(out, shape, || Box::new(CatBackward { parts: owned, plane }), parts))
 }

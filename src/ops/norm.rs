@@ -68,20 +68,28 @@ fn norm_shape(x: &Tensor) -> Result<NormShape> {
 fn checked_shape(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState) -> Result<NormShape> {
     same_device("batch_norm", &[x, gamma, beta, &state.running_mean, &state.running_var])?;
     let s = norm_shape(x)?;
+    check_params(s, x.dims(), gamma, beta, state)?;
+    Ok(s)
+}
+
+/// Parameters and statistics on the input's device with one value per channel; a non-empty
+/// input.
+fn check_params(s: NormShape, input: &[usize], gamma: &Tensor, beta: &Tensor, state: &BatchNormState) -> Result<()> {
+    same_device("batch_norm", &[gamma, beta, &state.running_mean, &state.running_var])?;
     for (what, t) in
         [("weight", gamma), ("bias", beta), ("running_mean", &state.running_mean), ("running_var", &state.running_var)]
     {
         if t.dims() != [s.channels] {
             return Err(Error::ShapeMismatch {
                 op: "batch_norm",
-                detail: format!("{what} {:?} for input {:?} with {} channels", t.dims(), x.dims(), s.channels),
+                detail: format!("{what} {:?} for input {input:?} with {} channels", t.dims(), s.channels),
             });
         }
     }
     if s.is_empty() {
-        return Err(Error::EmptyTensor { op: "batch_norm", shape: x.dims().to_vec() });
+        return Err(Error::EmptyTensor { op: "batch_norm", shape: input.to_vec() });
     }
-    Ok(s)
+    Ok(())
 }
 
 /// Batch norm of `x` with affine parameters gamma (weight) and beta (bias).
@@ -147,4 +155,40 @@ pub fn batch_norm_relu(
     let out =
         x.backend()?.batch_norm_eval_relu(s, &x.storage(), &gamma.storage(), &beta.storage(), &rm, &rv, state.eps)?;
     Tensor::from_storage(out, x.shape().clone())
+}
+
+/// relu(batch_norm(cat_channels(parts))): the input of every DenseNet layer. In eval mode with no
+/// graph recorded (inference) it reads the parts directly and never builds the concatenation;
+/// otherwise it is the separate differentiable ops.
+pub fn cat_batch_norm_relu(
+    parts: &[&Tensor],
+    gamma: &Tensor,
+    beta: &Tensor,
+    state: &BatchNormState,
+    training: bool,
+) -> Result<Tensor> {
+    let records = crate::autograd::is_grad_enabled() && parts.iter().chain([&gamma, &beta]).any(|t| t.requires_grad());
+    if let [only] = parts {
+        return batch_norm_relu(only, gamma, beta, state, training);
+    }
+    if training || records {
+        return batch_norm_relu(&super::cat_channels(parts)?, gamma, beta, state, training);
+    }
+    let (shape, plane) = super::concat::cat_shape(parts)?;
+    same_device("batch_norm", &[parts[0], gamma])?;
+    if shape.len() != 2 && shape.len() != 4 {
+        return Err(Error::ShapeMismatch {
+            op: "batch_norm",
+            detail: format!("input must be [N, C] or [N, C, H, W], got {shape:?}"),
+        });
+    }
+    let s = NormShape { batch: shape[0], channels: shape[1], plane };
+    check_params(s, &shape, gamma, beta, state)?;
+    let storages: Vec<_> = parts.iter().map(|p| p.storage()).collect();
+    let pairs: Vec<(&Storage, usize)> = storages.iter().zip(parts).map(|(st, p)| (&**st, p.dims()[1])).collect();
+    let (rm, rv) = (state.running_mean.storage(), state.running_var.storage());
+    let be = parts[0].backend()?;
+    let out = be.concat_batch_norm_eval_relu(&pairs, s, &gamma.storage(), &beta.storage(), &rm, &rv, state.eps)?;
+    drop(pairs);
+    Tensor::from_storage(out, shape)
 }

@@ -244,6 +244,21 @@ impl Backend for CpuBackend {
         let y = norm::normalize_then(s, host(x)?, host(running_mean)?, &inv_std, host(gamma)?, host(beta)?, true);
         Ok(Storage::Cpu(y))
     }
+    fn concat_batch_norm_eval_relu(
+        &self,
+        parts: &[(&Storage, usize)],
+        s: NormShape,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &Storage,
+        running_var: &Storage,
+        eps: f32,
+    ) -> Result<Storage> {
+        let parts: Vec<(&[f32], usize)> = parts.iter().map(|&(p, c)| Ok((host(p)?, c))).collect::<Result<_>>()?;
+        let inv_std = norm::inv_std(host(running_var)?, eps);
+        let (mean, gamma, beta) = (host(running_mean)?, host(gamma)?, host(beta)?);
+        Ok(Storage::Cpu(norm::normalize_parts(s, &parts, mean, &inv_std, gamma, beta, true)))
+    }
     fn batch_norm_backward(
         &self,
         s: NormShape,

@@ -41,29 +41,51 @@ pub fn normalize_then(
     beta: &[f32],
     relu: bool,
 ) -> Vec<f32> {
+    normalize_parts(s, &[(x, s.channels)], mean, inv_std, gamma, beta, relu)
+}
+
+/// [`normalize_then`] of the channel concatenation of `parts` ([N, C_i, plane] each, C_i
+/// summing to `s.channels`), read from the parts directly: DenseNet's layers normalise the
+/// concatenation of every earlier feature map, which is then never built.
+pub fn normalize_parts(
+    s: NormShape,
+    parts: &[(&[f32], usize)],
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    relu: bool,
+) -> Vec<f32> {
     /// Fewest floats per parallel task: late layers have 7x7 planes, far too small to hand out
     /// one by one.
     const MIN_TASK: usize = 1 << 14;
-    let mut y = vec![0.0; x.len()];
+    // Output channel c of image n comes from part `owner[c]`, at its channel `c - first[owner]`.
+    let mut owner = Vec::with_capacity(s.channels);
+    let mut first = Vec::with_capacity(parts.len());
+    for (i, &(_, channels)) in parts.iter().enumerate() {
+        first.push(owner.len());
+        owner.extend(std::iter::repeat_n(i, channels));
+    }
+    let mut y = vec![0.0; s.batch * s.channels * s.plane];
     let plane_len = s.plane.max(1);
     let planes_per_task = MIN_TASK.div_ceil(plane_len);
-    y.par_chunks_mut(plane_len).zip(x.par_chunks(plane_len)).enumerate().with_min_len(planes_per_task).for_each(
-        |(i, (y, x))| {
-            let c = i % s.channels;
-            // (x - mean) first: folding the mean into a shift (x * scale + shift) cancels
-            // catastrophically when |mean| is large next to the spread, as in late DenseNet layers.
-            let (m, scale, b) = (mean[c], inv_std[c] * gamma[c], beta[c]);
-            if relu {
-                // NaN survives, as the ReLU op keeps it.
-                y.iter_mut().zip(x).for_each(|(y, &x)| {
-                    let v = (x - m) * scale + b;
-                    *y = if v < 0.0 { 0.0 } else { v };
-                });
-            } else {
-                y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - m) * scale + b);
-            }
-        },
-    );
+    y.par_chunks_mut(plane_len).enumerate().with_min_len(planes_per_task).for_each(|(i, y)| {
+        let (n, c) = (i / s.channels, i % s.channels);
+        let (data, channels) = parts[owner[c]];
+        let x = &data[(n * channels + c - first[owner[c]]) * s.plane..][..s.plane];
+        // (x - mean) first: folding the mean into a shift (x * scale + shift) cancels
+        // catastrophically when |mean| is large next to the spread, as in late DenseNet layers.
+        let (m, scale, b) = (mean[c], inv_std[c] * gamma[c], beta[c]);
+        if relu {
+            // NaN survives, as the ReLU op keeps it.
+            y.iter_mut().zip(x).for_each(|(y, &x)| {
+                let v = (x - m) * scale + b;
+                *y = if v < 0.0 { 0.0 } else { v };
+            });
+        } else {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - m) * scale + b);
+        }
+    });
     y
 }
 

@@ -57,9 +57,34 @@ pub fn max_pool2d_forward(g: &Pool2dGeometry, x: &[f32]) -> Vec<f32> {
 
 /// out[ox] = max of `row` over output column ox's window (in-bounds part).
 fn row_window_max(g: &Pool2dGeometry, row: &[f32], out: &mut [f32]) {
-    for (ox, o) in out.iter_mut().enumerate() {
+    // Output columns whose window lies wholly inside the row need no clipping: every column
+    // from `first` to `last` (exclusive), in the usual case all but the first and the last.
+    let first = g.pad.div_ceil(g.stride).min(out.len());
+    let last = ((g.in_w + g.pad).saturating_sub(g.kernel) / g.stride + 1).clamp(first, out.len());
+    let clipped = |ox: usize| {
         let (_, cols) = window(g, 0, ox);
-        *o = row[cols.clone()].iter().fold(row[cols.start], |m, &v| nan_max(m, v));
+        row[cols.clone()].iter().fold(row[cols.start], |m, &v| nan_max(m, v))
+    };
+    for (ox, o) in out.iter_mut().enumerate().take(first) {
+        *o = clipped(ox);
+    }
+    let interior = &mut out[first..last];
+    if g.kernel == 3 {
+        // ResNet's and DenseNet's stem pool, unrolled.
+        for (i, o) in interior.iter_mut().enumerate() {
+            let start = (first + i) * g.stride - g.pad;
+            let w = &row[start..start + 3];
+            *o = nan_max(nan_max(w[0], w[1]), w[2]);
+        }
+    } else {
+        for (i, o) in interior.iter_mut().enumerate() {
+            let start = (first + i) * g.stride - g.pad;
+            let w = &row[start..start + g.kernel];
+            *o = w[1..].iter().fold(w[0], |m, &v| nan_max(m, v));
+        }
+    }
+    for (ox, o) in out.iter_mut().enumerate().skip(last) {
+        *o = clipped(ox);
     }
 }
 
