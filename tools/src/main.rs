@@ -52,7 +52,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Keeps memory that large tensors free in the process for the next ones (as PyTorch's caching
+/// allocator does), instead of glibc giving every large block back to the kernel and faulting in
+/// fresh zeroed pages for the next: a training step allocates and frees the same activation
+/// sizes every time, and at batch 32 those page faults cost ResNet18 15-20% of its step time.
+fn retain_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator tuning parameters; it is called before any
+        // other thread exists, and a rejected value leaves the defaults in place.
+        unsafe {
+            // Large blocks from the heap, not from their own mappings (whose size threshold
+            // glibc caps at 32 MB, below a batch's activations) ...
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            // ... and freed heap memory kept rather than trimmed.
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
+    retain_freed_memory();
     if let Some(threads) = cli.threads {
         cxr::set_num_threads(threads)?;
     }
