@@ -17,6 +17,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 # (name, in_channels, out_channels, size, kernel, stride, count, needs_input_grad) as in
 # RESNET18_CONVS in src/bench.rs.
@@ -102,6 +103,61 @@ def model_cases(archs, train_batch):
             yield f"model.{arch}.train.b{train_batch}", step, 0
 
 
+def chestmnist_mlp():
+    """cxr's `mlp` (the ChestMNIST lab network): Dense-ReLU-BN-Dropout blocks 512/256/128, then
+    64 without BN, then 14 logits."""
+    layers, width = [nn.Flatten()], 784
+    for units, bn, p in [(512, True, 0.2), (256, True, 0.2), (128, True, 0.1), (64, False, 0.1)]:
+        layers += [nn.Linear(width, units), nn.ReLU()] + ([nn.BatchNorm1d(units)] if bn else []) + [nn.Dropout(p)]
+        width = units
+    return nn.Sequential(*layers, nn.Linear(width, 14))
+
+
+def grey_resnet18(small_stem):
+    """torchvision's ResNet18 on one channel; the MedMNIST stem is a 3x3 stride-1 conv without
+    the max pool."""
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=14)
+    if small_stem:
+        model.conv1 = nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    else:
+        model.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    return model
+
+
+def train_cases():
+    """cxr's `bench --only train`: forward, BCE loss, backward and an Adam step with the data in
+    memory; the name ends in the images one call processes (a whole epoch for the MLP)."""
+    import torchvision
+
+    cases = [
+        ("train.mlp.epoch78468", chestmnist_mlp, 1, 28, 128, 78_468),
+        ("train.resnet18.b32", lambda: torchvision.models.resnet18(num_classes=14), 3, 224, 32, 32),
+        ("train.resnet18.b128.28px", lambda: grey_resnet18(False), 1, 28, 128, 128),
+        ("train.resnet18-small.b128.28px", lambda: grey_resnet18(True), 1, 28, 128, 128),
+        ("train.densenet121.b16", lambda: torchvision.models.densenet121(num_classes=14), 3, 224, 16, 16),
+    ]
+    for name, build, channels, size, batch, images in cases:
+        model = build()
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        full = (torch.rand(batch, channels, size, size), torch.rand(batch, 14))
+        rest = images % batch
+        last = (torch.rand(rest, channels, size, size), torch.rand(rest, 14)) if rest else None
+
+        def call(model=model, opt=opt, full=full, last=last, steps=images // batch):
+            with torch.enable_grad():
+                for x, t in [full] * steps + ([last] if last else []):
+                    loss = F.binary_cross_entropy_with_logits(model(x), t)
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+
+        yield name, call, 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ours", help="cxr `tools bench --json` output to compare against")
@@ -129,6 +185,8 @@ def main():
         cases += list(gemm_cases([int(n) for n in args.gemm_sizes.split(",")]))
     if "model" in args.only:
         cases += list(model_cases(args.models.split(","), args.train_batch))
+    if "train" in args.only:
+        cases += list(train_cases())
     totals = {}
     if "conv" in args.only:
         for batch in [int(b) for b in args.batch.split(",")]:

@@ -282,6 +282,91 @@ pub fn model_benches(archs: &[crate::models::Architecture], train_batch: usize, 
     out
 }
 
+/// One training workload of the training-speed targets: an architecture, its input and batch,
+/// and how many steps make one measured call.
+struct TrainCase {
+    name: &'static str,
+    arch: crate::models::Architecture,
+    channels: usize,
+    size: usize,
+    batch: usize,
+    /// Images in one measured call (one step, or a whole epoch for the MLP).
+    images: usize,
+}
+
+/// The training cases the targets name (forward, BCE loss, backward, Adam step; data already in
+/// memory): the ChestMNIST MLP over one epoch of 78,468 images at batch 128, ResNet18 at batch 32
+/// and 224x224, ResNet18 at batch 128 and 28x28 with both stems, DenseNet121 at batch 16. Names
+/// carry the images per call so images/s = images / median seconds.
+pub fn training_benches(budget: Budget) -> Vec<Measurement> {
+    use crate::models::Architecture as A;
+    let cases = [
+        TrainCase { name: "train.mlp.epoch78468", arch: A::Mlp, channels: 1, size: 28, batch: 128, images: 78_468 },
+        TrainCase { name: "train.resnet18.b32", arch: A::ResNet18, channels: 3, size: 224, batch: 32, images: 32 },
+        TrainCase {
+            name: "train.resnet18.b128.28px",
+            arch: A::ResNet18,
+            channels: 1,
+            size: 28,
+            batch: 128,
+            images: 128,
+        },
+        TrainCase {
+            name: "train.resnet18-small.b128.28px",
+            arch: A::ResNet18Small,
+            channels: 1,
+            size: 28,
+            batch: 128,
+            images: 128,
+        },
+        TrainCase {
+            name: "train.densenet121.b16",
+            arch: A::DenseNet121,
+            channels: 3,
+            size: 224,
+            batch: 16,
+            images: 16,
+        },
+    ];
+    cases
+        .iter()
+        .filter_map(|c| {
+            training_case(c, budget).map_err(|e| eprintln!("warning: benchmark {} failed: {e}", c.name)).ok()
+        })
+        .collect()
+}
+
+/// Measures one [`TrainCase`]: `images / batch` full steps, then one step on the remainder.
+fn training_case(c: &TrainCase, budget: Budget) -> crate::Result<Measurement> {
+    use crate::train::{Optimizer, OptimizerConfig, OptimizerKind};
+    use crate::{Device, Tensor};
+    let model = c.arch.build(c.channels, 14, 0, Device::Cpu)?;
+    model.set_training(true);
+    let mut optimizer = Optimizer::new(OptimizerConfig::new(OptimizerKind::Adam, 1e-3), model.parameters())?;
+    let input = |batch: usize| Tensor::rand_uniform([batch, c.channels, c.size, c.size], 0.0, 1.0, 7, Device::Cpu);
+    let targets = |batch: usize| Tensor::rand_uniform([batch, 14], 0.0, 1.0, 8, Device::Cpu);
+    let full = (input(c.batch)?, targets(c.batch)?);
+    let rest = c.images % c.batch;
+    let last = if rest > 0 { Some((input(rest)?, targets(rest)?)) } else { None };
+    let mut step = |(x, t): &(Tensor, Tensor)| -> crate::Result<()> {
+        let loss = crate::ops::bce_with_logits(&model.forward(x)?, t, None)?;
+        loss.backward()?;
+        optimizer.step(1e-3)?;
+        optimizer.zero_grad();
+        Ok(())
+    };
+    let mut failure = None;
+    let m = measure(c.name, None, budget, || {
+        let run = (0..c.images / c.batch)
+            .try_for_each(|_| step(&full))
+            .and_then(|()| last.as_ref().map_or(Ok(()), &mut step));
+        if let Err(e) = run {
+            failure.get_or_insert(e);
+        }
+    });
+    failure.map_or(Ok(m), Err)
+}
+
 /// C = A B at n x n x n for each size on a device (CUDA): the kernel plus a one-value download
 /// per call, so each timing covers the finished GEMM. Errors when the device cannot be used.
 pub fn device_gemm_benches(device: crate::Device, sizes: &[usize], budget: Budget) -> crate::Result<Vec<Measurement>> {

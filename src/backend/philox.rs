@@ -22,9 +22,14 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// Uniform [0, 1) value for element `index` of the stream `seed`, using 24 random bits so the
 /// value is exact in f32.
 pub fn uniform(seed: u64, index: u64) -> f32 {
-    let block = index / 4;
+    uniform_block(seed, index / 4)[(index % 4) as usize]
+}
+
+/// Elements `4 * block .. 4 * block + 4` of the stream `seed` ([`uniform`] of each): one
+/// Philox call yields all four, so filling a mask block by block costs a quarter as much.
+pub fn uniform_block(seed: u64, block: u64) -> [f32; 4] {
     let words = philox4x32_10([block as u32, (block >> 32) as u32, 0, 0], [seed as u32, (seed >> 32) as u32]);
-    (words[(index % 4) as usize] >> 8) as f32 * (1.0 / 16_777_216.0)
+    words.map(|w| (w >> 8) as f32 * (1.0 / 16_777_216.0))
 }
 
 #[cfg(test)]
@@ -36,6 +41,16 @@ mod tests {
         // Known-answer vectors from the Random123 distribution (kat_vectors, philox4x32 10 rounds).
         assert_eq!(philox4x32_10([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
         assert_eq!(philox4x32_10([0xffffffff; 4], [0xffffffff; 2]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
+    }
+
+    #[test]
+    fn blocks_hold_the_elements_in_order() {
+        for block in [0u64, 1, 77, u32::MAX as u64 + 3] {
+            let whole = uniform_block(9, block);
+            for (i, v) in whole.iter().enumerate() {
+                assert_eq!(*v, uniform(9, 4 * block + i as u64));
+            }
+        }
     }
 
     #[test]

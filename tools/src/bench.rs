@@ -10,7 +10,8 @@ pub struct BenchArgs {
     /// Print one JSON object per line (name, threads, median, min, max, unit, gflops).
     #[arg(long)]
     json: bool,
-    /// Which groups to run: gemm, conv, model (default: gemm, conv).
+    /// Which groups to run: gemm, conv, model, train (default: gemm, conv). `train` times the
+    /// training targets: an MLP epoch, ResNet18 and DenseNet121 steps (images per call in the name).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["gemm".to_string(), "conv".to_string()])]
     only: Vec<String>,
     /// GEMM sizes (n for n x n x n).
@@ -36,8 +37,8 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     for group in &args.only {
-        if !["gemm", "conv", "model"].contains(&group.as_str()) {
-            bail!("unknown benchmark group '{group}' (expected gemm, conv or model)");
+        if !["gemm", "conv", "model", "train"].contains(&group.as_str()) {
+            bail!("unknown benchmark group '{group}' (expected gemm, conv, model or train)");
         }
     }
     let budget = if args.quick { Budget::quick() } else { Budget::standard() };
@@ -65,6 +66,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.only.iter().any(|g| g == "model") {
         let archs = args.models.iter().map(|m| cxr::models::Architecture::parse(m)).collect::<cxr::Result<Vec<_>>>()?;
         emit(bench::model_benches(&archs, args.train_batch, budget));
+    }
+    if args.only.iter().any(|g| g == "train") {
+        emit(bench::training_benches(budget));
     }
     Ok(())
 }

@@ -84,10 +84,13 @@ pub fn sigmoid_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
 /// Inverted-dropout mask of `len` elements: 0 with probability p, else 1/(1-p).
 pub fn dropout_mask(len: usize, p: f32, seed: u64) -> Vec<f32> {
     let keep_scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+    // `start` is a multiple of 4 (chunks are), so element i's draw is lane i % 4 of block i / 4.
     let fill = |start: usize, out: &mut [f32]| {
-        for (i, o) in out.iter_mut().enumerate() {
-            let u = philox::uniform(seed, (start + i) as u64);
-            *o = if u >= p { keep_scale } else { 0.0 };
+        for (b, quad) in out.chunks_mut(4).enumerate() {
+            let draws = philox::uniform_block(seed, (start / 4 + b) as u64);
+            for (o, u) in quad.iter_mut().zip(draws) {
+                *o = if u >= p { keep_scale } else { 0.0 };
+            }
         }
     };
     let mut out = vec![0.0; len];

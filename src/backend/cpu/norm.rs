@@ -7,6 +7,9 @@ use rayon::prelude::*;
 /// Per-channel (sum, sum of squares around a shift) computed in one parallel pass over channels.
 /// Returns biased mean and variance per channel.
 pub fn channel_mean_var(s: NormShape, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    if s.plane == 1 {
+        return row_mean_var(s, x);
+    }
     let stats: Vec<(f64, f64)> = (0..s.channels)
         .into_par_iter()
         .map(|c| {
@@ -18,6 +21,23 @@ pub fn channel_mean_var(s: NormShape, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
         })
         .collect();
     stats.into_iter().unzip()
+}
+
+/// [`channel_mean_var`] of a [N, C] input (BatchNorm1d), row by row: the per-channel walk would
+/// read one float per row, a cache line apart. Sums run over n in the same order.
+fn row_mean_var(s: NormShape, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let count = s.batch as f64;
+    let mut mean = vec![0.0f64; s.channels];
+    for row in x.chunks_exact(s.channels) {
+        mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
+    }
+    mean.iter_mut().for_each(|m| *m /= count);
+    let mut var = vec![0.0f64; s.channels];
+    for row in x.chunks_exact(s.channels) {
+        var.iter_mut().zip(row).zip(&mean).for_each(|((acc, &v), m)| *acc += (v as f64 - m).powi(2));
+    }
+    var.iter_mut().for_each(|v| *v /= count);
+    (mean, var)
 }
 
 fn plane(x: &[f32], s: NormShape, n: usize, c: usize) -> &[f32] {
@@ -67,6 +87,10 @@ pub fn normalize_parts(
         owner.extend(std::iter::repeat_n(i, channels));
     }
     let mut y = vec![0.0; s.batch * s.channels * s.plane];
+    if let ([(x, _)], 1) = (parts, s.plane) {
+        normalize_rows(s, x, mean, inv_std, gamma, beta, relu, &mut y);
+        return y;
+    }
     let plane_len = s.plane.max(1);
     let planes_per_task = MIN_TASK.div_ceil(plane_len);
     y.par_chunks_mut(plane_len).enumerate().with_min_len(planes_per_task).for_each(|(i, y)| {
@@ -87,6 +111,31 @@ pub fn normalize_parts(
         }
     });
     y
+}
+
+/// [`normalize_parts`] of one [N, C] input (BatchNorm1d): row by row, each row one vectorised
+/// pass over the channels (handing single floats to the pool would cost far more than the math).
+#[allow(clippy::too_many_arguments)]
+fn normalize_rows(
+    s: NormShape,
+    x: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    let scale: Vec<f32> = inv_std.iter().zip(gamma).map(|(i, g)| i * g).collect();
+    let row = |(y, x): (&mut [f32], &[f32])| {
+        for ((((o, &v), &m), &k), &b) in y.iter_mut().zip(x).zip(mean).zip(&scale).zip(beta) {
+            let v = (v - m) * k + b;
+            // NaN survives, as the ReLU op keeps it.
+            *o = if relu && v < 0.0 { 0.0 } else { v };
+        }
+    };
+    let rows_per_task = (1usize << 14).div_ceil(s.channels.max(1));
+    y.par_chunks_mut(s.channels).zip(x.par_chunks(s.channels)).with_min_len(rows_per_task).for_each(row);
 }
 
 /// Training-mode forward. Updates the running statistics in place and returns
@@ -136,6 +185,9 @@ pub fn batch_norm_backward(
     inv_std: &[f32],
     batch_stats: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    if s.plane == 1 {
+        return backward_rows(s, x, dy, gamma, mean, inv_std, batch_stats);
+    }
     // Per channel: sum(dy) and sum(dy * xhat).
     let sums: Vec<(f64, f64)> = (0..s.channels)
         .into_par_iter()
@@ -172,5 +224,43 @@ pub fn batch_norm_backward(
             }
         },
     );
+    (dx, dgamma, dbeta)
+}
+
+/// [`batch_norm_backward`] of a [N, C] input (BatchNorm1d), row by row, with the same float
+/// operations and summation order as the per-channel walk.
+fn backward_rows(
+    s: NormShape,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    batch_stats: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = s.channels;
+    let (mut sdy, mut sdyx) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        for ch in 0..c {
+            let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
+            sdy[ch] += dr[ch] as f64;
+            sdyx[ch] += (dr[ch] * xhat) as f64;
+        }
+    }
+    let dbeta: Vec<f32> = sdy.iter().map(|&v| v as f32).collect();
+    let dgamma: Vec<f32> = sdyx.iter().map(|&v| v as f32).collect();
+    let count = s.per_channel() as f32;
+    let mut dx = vec![0.0; x.len()];
+    for ((o, xr), dr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+        for ch in 0..c {
+            let k = gamma[ch] * inv_std[ch];
+            o[ch] = if batch_stats {
+                let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
+                k * (dr[ch] - dbeta[ch] / count - xhat * (dgamma[ch] / count))
+            } else {
+                k * dr[ch]
+            };
+        }
+    }
     (dx, dgamma, dbeta)
 }
