@@ -90,6 +90,34 @@ def model_cases(archs, train_batch):
                 model(x1)
 
         yield f"model.{arch}.infer.b1", infer, 0
+
+        # Grad-CAM computed the way cxr does (PyTorch's best case): the backbone without a graph,
+        # the target activation (ResNet `layer4`, DenseNet `features.norm5` after its ReLU) made a
+        # leaf, then the head forward and backward from one class score.
+        if hasattr(model, "layer4"):
+            stem = [model.conv1, model.bn1, model.relu, model.maxpool]
+            backbone = nn.Sequential(*stem, model.layer1, model.layer2, model.layer3, model.layer4)
+
+            def head(a, model=model):
+                return model.fc(torch.flatten(model.avgpool(a), 1))
+
+        else:
+            backbone = nn.Sequential(model.features, nn.ReLU())
+
+            def head(a, model=model):
+                return model.classifier(torch.flatten(F.adaptive_avg_pool2d(a, 1), 1))
+
+        def gradcam(model=model, x1=x1, backbone=backbone, head=head):
+            model.eval()
+            with torch.no_grad():
+                a = backbone(x1)
+            a.requires_grad_(True)
+            with torch.enable_grad():
+                head(a)[0, 2].backward()
+            torch.relu((a.grad.mean(dim=(2, 3), keepdim=True) * a).sum(1))
+            model.zero_grad(set_to_none=True)
+
+        yield f"model.{arch}.gradcam.b1", gradcam, 0
         if train_batch > 0:
             xb, tb = torch.rand(train_batch, 3, 224, 224), torch.zeros(train_batch, 14)
 

@@ -241,8 +241,8 @@ pub fn format_table(rows: &[Measurement]) -> String {
     s
 }
 
-/// Whole-model cases: inference latency at batch 1 and 224x224 (eval mode, no graph), and one
-/// training step (forward, BCE loss, backward) at a batch, for the architectures users run.
+/// Whole-model cases: inference latency at batch 1 and 224x224 (eval mode, no graph), Grad-CAM of
+/// one class at batch 1, and one training step (forward, BCE loss, backward) at a batch, for the architectures users run.
 pub fn model_benches(archs: &[crate::models::Architecture], train_batch: usize, budget: Budget) -> Vec<Measurement> {
     use crate::models::Architecture;
     use crate::Device;
@@ -260,6 +260,14 @@ pub fn model_benches(archs: &[crate::models::Architecture], train_batch: usize, 
             let _no_grad = crate::autograd::no_grad();
             let _ = model.forward(&x1);
         }));
+        // Grad-CAM of one class at the default layer, as `tools gradcam` computes it.
+        if model.set_trainable(&|_| true, false).is_ok() && !model.tap_points().is_empty() {
+            let options = crate::explain::CamOptions::default();
+            out.push(measure(&format!("model.{arch}.gradcam.b1"), None, budget, || {
+                let _ = crate::explain::grad_cam(model.as_ref(), &x1, &[(0, 2)], &options);
+            }));
+            let _ = model.set_trainable(&|_| true, true);
+        }
         if train_batch > 0 {
             let Ok(xb) = input(train_batch) else { continue };
             let Ok(targets) = crate::Tensor::zeros([train_batch, 14], Device::Cpu) else { continue };

@@ -192,10 +192,69 @@ fn col2im_same(g: &Conv2dGeometry, src: &mut [f32], ky: usize, kx: usize, p0: us
     }
 }
 
+/// Marks a tap that reads padding in a [`TapTable`].
+const PADDING: u32 = u32::MAX;
+
+/// For each kernel tap, the input index (within a channel plane) that every output pixel
+/// reads, or [`PADDING`]. On small feature maps (late layers at 28x28 input, where an output row
+/// is 1 to 7 pixels wide) looking the index up is far cheaper than working out each row's valid
+/// span as the row-wise copies do.
+struct TapTable {
+    plane: usize,
+    index: Vec<u32>,
+}
+
+impl TapTable {
+    /// Output planes at most this many pixels use the table.
+    const MAX_PLANE: usize = 64;
+
+    fn for_small_planes(g: &Conv2dGeometry) -> Option<TapTable> {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        if oh * ow > Self::MAX_PLANE {
+            return None;
+        }
+        let mut index = Vec::with_capacity(g.kernel_h * g.kernel_w * oh * ow);
+        for ky in 0..g.kernel_h {
+            for kx in 0..g.kernel_w {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let iy = (oy * g.stride_h + ky).checked_sub(g.pad_h).filter(|&y| y < g.in_h);
+                        let ix = (ox * g.stride_w + kx).checked_sub(g.pad_w).filter(|&x| x < g.in_w);
+                        index.push(match (iy, ix) {
+                            (Some(y), Some(x)) => (y * g.in_w + x) as u32,
+                            _ => PADDING,
+                        });
+                    }
+                }
+            }
+        }
+        Some(TapTable { plane: oh * ow, index })
+    }
+
+    /// The indices of tap `t` (= ky * kw + kx), one per output pixel.
+    fn tap(&self, t: usize) -> &[u32] {
+        &self.index[t * self.plane..][..self.plane]
+    }
+}
+
 /// Fills `cols` (row stride `ld`) with unrolled rows `rows` of input `x` (the whole NCHW batch)
 /// for the pixel segments `segs`.
 pub(super) fn im2col(g: &Conv2dGeometry, x: &[f32], rows: Range<usize>, segs: &[Segment], cols: &mut [f32], ld: usize) {
     let hw = g.in_h * g.in_w;
+    if let Some(taps) = TapTable::for_small_planes(g) {
+        for (i, r) in rows.enumerate() {
+            let (c, ky, kx) = split_row(g, r);
+            let tap = taps.tap(ky * g.kernel_w + kx);
+            for s in segs {
+                let plane = &x[(s.n * g.in_channels + c) * hw..][..hw];
+                let dst = &mut cols[i * ld + s.col..][..s.len];
+                for (d, &at) in dst.iter_mut().zip(&tap[s.p0..]) {
+                    *d = if at == PADDING { 0.0 } else { plane[at as usize] };
+                }
+            }
+        }
+        return;
+    }
     let same = is_same_width(g);
     for (i, r) in rows.enumerate() {
         let (c, ky, kx) = split_row(g, r);
@@ -223,6 +282,19 @@ pub(super) fn col2im(
     planes: &mut [f32],
 ) {
     let (hw, kk) = (g.in_h * g.in_w, g.kernel_h * g.kernel_w);
+    if let Some(taps) = TapTable::for_small_planes(g) {
+        for i in 0..channels.len() * kk {
+            let (c, ky, kx) = split_row(g, i);
+            let plane = &mut planes[c * hw..][..hw];
+            let tap = taps.tap(ky * g.kernel_w + kx);
+            for (&v, &at) in cols[i * ld + s.col..][..s.len].iter().zip(&tap[s.p0..]) {
+                if at != PADDING {
+                    plane[at as usize] += v;
+                }
+            }
+        }
+        return;
+    }
     let same = is_same_width(g);
     for i in 0..channels.len() * kk {
         let (c, ky, kx) = split_row(g, i);
