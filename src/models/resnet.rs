@@ -159,13 +159,13 @@ impl Block {
             Some(d) => d.forward(x, None, false)?,
             None => x.clone(),
         };
-        let (last, inner) = self.units.split_last().expect("a block has at least one unit");
+        let last = self.units.len().saturating_sub(1);
         let mut h = x.clone();
-        for unit in inner {
-            h = unit.forward(&h, None, true)?;
+        for (i, unit) in self.units.iter().enumerate() {
+            // The residual add rides on the last convolution, before its ReLU.
+            h = unit.forward(&h, (i == last).then_some(&identity), true)?;
         }
-        // The residual add and the final ReLU ride on the last convolution.
-        last.forward(&h, Some(&identity), true)
+        Ok(h)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
