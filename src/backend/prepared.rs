@@ -36,19 +36,22 @@ impl<'a> PreparedSlot<'a> {
     /// The prepared form of type `T` made from the current data and accepted by `fits`, made
     /// by `make` (and stored, replacing any other) when there is none.
     pub fn get_or_make<T: Any + Send + Sync>(&self, fits: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> Arc<T> {
-        // Held while making, so threads sharing a model prepare a weight once between them.
-        let mut entry = self.cache.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((version, value)) = entry.as_ref() {
-            if *version == self.version {
-                if let Ok(value) = Arc::clone(value).downcast::<T>() {
-                    if fits(&value) {
-                        return value;
-                    }
-                }
-            }
+        if let Some(value) = self.current(&fits) {
+            return value;
         }
+        // Made without the lock held: making may use the worker pool, and a pool thread waiting
+        // on this lock meanwhile could leave it no thread to run on. Two threads racing here
+        // both make it once; either result is the same.
         let value = Arc::new(make());
-        *entry = Some((self.version, value.clone()));
+        *self.cache.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((self.version, value.clone()));
         value
+    }
+
+    /// The stored form, if it is of type `T`, from this version and accepted by `fits`.
+    fn current<T: Any + Send + Sync>(&self, fits: &impl Fn(&T) -> bool) -> Option<Arc<T>> {
+        let entry = self.cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (version, value) = entry.as_ref()?;
+        let value = Arc::clone(value).downcast::<T>().ok()?;
+        (*version == self.version && fits(&value)).then_some(value)
     }
 }
