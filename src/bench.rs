@@ -375,6 +375,46 @@ fn training_case(c: &TrainCase, budget: Budget) -> crate::Result<Measurement> {
     failure.map_or(Ok(m), Err)
 }
 
+/// The data pipeline alone, as the loader runs it (images in parallel on the worker pool): PNG
+/// decode, resize and crop to 224, the training augmentation (random resized crop, rotation,
+/// brightness, contrast) and ImageNet normalisation to 3 channels, over up to 64 images read from
+/// `dir` (an NIH-style folder with `images/`) into memory first, so disk speed is not measured.
+/// The name carries the image count: images/s = count / median seconds.
+pub fn data_benches(dir: &std::path::Path, budget: Budget) -> crate::Result<Vec<Measurement>> {
+    use crate::data::{transform, Augment, Normalization, Preprocess};
+    use rayon::prelude::*;
+    let folder = dir.join("images");
+    let mut paths: Vec<_> = std::fs::read_dir(&folder)
+        .map_err(|e| crate::Error::io(&folder, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
+        .collect();
+    paths.sort();
+    paths.truncate(64);
+    if paths.is_empty() {
+        return Err(crate::Error::format(&folder, "no PNG images to measure the data pipeline on"));
+    }
+    let files: Vec<(String, Vec<u8>)> = paths
+        .iter()
+        .map(|p| std::fs::read(p).map(|b| (p.display().to_string(), b)).map_err(|e| crate::Error::io(p, e)))
+        .collect::<crate::Result<_>>()?;
+    let preprocess = Preprocess { channels: 3, size: 224, normalization: Normalization::ImageNet };
+    let augment =
+        Augment { crop_scale: Some((0.85, 1.0)), rotation_deg: 10.0, hflip: false, brightness: 0.1, contrast: 0.1 };
+    let mut failure = None;
+    let name = format!("data.decode_augment.224.x{}", files.len());
+    let m = measure(&name, None, budget, || {
+        let run = files.par_iter().enumerate().try_for_each(|(i, (name, bytes))| {
+            let img = transform::decode_image(bytes, name)?;
+            transform::preprocess(&img, &preprocess, Some((&augment, i as u64))).map(|_| ())
+        });
+        if let Err(e) = run {
+            failure.get_or_insert(e);
+        }
+    });
+    failure.map_or(Ok(vec![m]), Err)
+}
+
 /// C = A B at n x n x n for each size on a device (CUDA): the kernel plus a one-value download
 /// per call, so each timing covers the finished GEMM. Errors when the device cannot be used.
 pub fn device_gemm_benches(device: crate::Device, sizes: &[usize], budget: Budget) -> crate::Result<Vec<Measurement>> {

@@ -10,8 +10,9 @@ pub struct BenchArgs {
     /// Print one JSON object per line (name, threads, median, min, max, unit, gflops).
     #[arg(long)]
     json: bool,
-    /// Which groups to run: gemm, conv, model, train (default: gemm, conv). `train` times the
-    /// training targets: an MLP epoch, ResNet18 and DenseNet121 steps (images per call in the name).
+    /// Which groups to run: gemm, conv, model, train, data (default: gemm, conv). `train` times the
+    /// training targets: an MLP epoch, ResNet18 and DenseNet121 steps (images per call in the
+    /// name); `data` the decode + augment pipeline alone on the images of --data-dir.
     #[arg(long, value_delimiter = ',', default_values_t = vec!["gemm".to_string(), "conv".to_string()])]
     only: Vec<String>,
     /// GEMM sizes (n for n x n x n).
@@ -26,6 +27,9 @@ pub struct BenchArgs {
     /// Batch of the model group's training step (0: inference only).
     #[arg(long, default_value_t = 0)]
     train_batch: usize,
+    /// Image folder (with an `images/` subfolder of PNGs) for the data group.
+    #[arg(long, default_value = "../shared/data/nih256")]
+    data_dir: std::path::PathBuf,
     /// Short runs (a smoke test, not a measurement).
     #[arg(long)]
     quick: bool,
@@ -37,8 +41,8 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     for group in &args.only {
-        if !["gemm", "conv", "model", "train"].contains(&group.as_str()) {
-            bail!("unknown benchmark group '{group}' (expected gemm, conv, model or train)");
+        if !["gemm", "conv", "model", "train", "data"].contains(&group.as_str()) {
+            bail!("unknown benchmark group '{group}' (expected gemm, conv, model, train or data)");
         }
     }
     let budget = if args.quick { Budget::quick() } else { Budget::standard() };
@@ -69,6 +73,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.only.iter().any(|g| g == "train") {
         emit(bench::training_benches(budget));
+    }
+    if args.only.iter().any(|g| g == "data") {
+        emit(bench::data_benches(&args.data_dir, budget)?);
     }
     Ok(())
 }
