@@ -47,26 +47,13 @@ fn plane(x: &[f32], s: NormShape, n: usize, c: usize) -> &[f32] {
 
 /// y = (x - mean[c]) * inv_std[c] * gamma[c] + beta[c], over every (n, c) plane in parallel.
 pub fn normalize(s: NormShape, x: &[f32], mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
-    normalize_then(s, x, mean, inv_std, gamma, beta, false)
+    normalize_parts(s, &[(x, s.channels)], mean, inv_std, gamma, beta, false)
 }
 
-/// [`normalize`], then ReLU when `relu` (in the same pass: pre-activation networks such as
-/// DenseNet follow every eval-mode norm with one).
-pub fn normalize_then(
-    s: NormShape,
-    x: &[f32],
-    mean: &[f32],
-    inv_std: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    relu: bool,
-) -> Vec<f32> {
-    normalize_parts(s, &[(x, s.channels)], mean, inv_std, gamma, beta, relu)
-}
-
-/// [`normalize_then`] of the channel concatenation of `parts` ([N, C_i, plane] each, C_i
-/// summing to `s.channels`), read from the parts directly: DenseNet's layers normalise the
-/// concatenation of every earlier feature map, which is then never built.
+/// [`normalize`] of the channel concatenation of `parts` ([N, C_i, plane] each, C_i summing to
+/// `s.channels`), then ReLU when `relu`, in one pass read from the parts directly: DenseNet's
+/// layers normalise (and activate) the concatenation of every earlier feature map, which is then
+/// never built.
 pub fn normalize_parts(
     s: NormShape,
     parts: &[(&[f32], usize)],
