@@ -155,9 +155,10 @@ def grey_resnet18(small_stem):
     return model
 
 
-def train_cases():
+def train_cases(wanted):
     """cxr's `bench --only train`: forward, BCE loss, backward and an Adam step with the data in
-    memory; the name ends in the images one call processes (a whole epoch for the MLP)."""
+    memory; the name ends in the images one call processes (a whole epoch for the MLP). With
+    `wanted` non-empty, only the cases whose name contains one of its strings."""
     import torchvision
 
     cases = [
@@ -168,6 +169,8 @@ def train_cases():
         ("train.densenet121.b16", lambda: torchvision.models.densenet121(num_classes=14), 3, 224, 16, 16),
     ]
     for name, build, channels, size, batch, images in cases:
+        if wanted and not any(w in name for w in wanted):
+            continue
         model = build()
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -195,6 +198,7 @@ def main():
     p.add_argument("--only", default="gemm,conv")
     p.add_argument("--models", default="resnet18,densenet121")
     p.add_argument("--train-batch", type=int, default=0)
+    p.add_argument("--cases", default="", help="only the training cases whose name contains one of these")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -214,7 +218,8 @@ def main():
     if "model" in args.only:
         cases += list(model_cases(args.models.split(","), args.train_batch))
     if "train" in args.only:
-        cases += list(train_cases())
+        wanted = [c for c in args.cases.split(",") if c]
+        cases += [c for c in train_cases(wanted)]
     totals = {}
     if "conv" in args.only:
         for batch in [int(b) for b in args.batch.split(",")]:

@@ -305,10 +305,12 @@ struct TrainCase {
 /// The training cases the targets name (forward, BCE loss, backward, Adam step; data already in
 /// memory): the ChestMNIST MLP over one epoch of 78,468 images at batch 128, ResNet18 at batch 32
 /// and 224x224, ResNet18 at batch 128 and 28x28 with both stems, DenseNet121 at batch 16. Names
-/// carry the images per call so images/s = images / median seconds.
-pub fn training_benches(budget: Budget) -> Vec<Measurement> {
+/// carry the images per call so images/s = images / median seconds. With `cases` non-empty, only
+/// the cases whose name contains one of them run.
+pub fn training_benches(budget: Budget, cases: &[String]) -> Vec<Measurement> {
+    let wanted = |name: &str| cases.is_empty() || cases.iter().any(|c| name.contains(c.as_str()));
     use crate::models::Architecture as A;
-    let cases = [
+    let all = [
         TrainCase { name: "train.mlp.epoch78468", arch: A::Mlp, channels: 1, size: 28, batch: 128, images: 78_468 },
         TrainCase { name: "train.resnet18.b32", arch: A::ResNet18, channels: 3, size: 224, batch: 32, images: 32 },
         TrainCase {
@@ -336,8 +338,8 @@ pub fn training_benches(budget: Budget) -> Vec<Measurement> {
             images: 16,
         },
     ];
-    cases
-        .iter()
+    all.iter()
+        .filter(|c| wanted(c.name))
         .filter_map(|c| {
             training_case(c, budget).map_err(|e| eprintln!("warning: benchmark {} failed: {e}", c.name)).ok()
         })

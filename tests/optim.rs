@@ -121,3 +121,32 @@ fn plateau_reduces_after_patience() {
     assert!((s.lr(100) - 0.1).abs() < 1e-7);
     assert!(!s.on_validation(0.8)); // improvement resets
 }
+
+/// A weight whose gradient stops (a dead ReLU unit) has its optimizer state decay geometrically.
+/// Left alone, Adam's first moment reaches the subnormal range after ~800 steps and sticks at the
+/// smallest subnormal (0.9 x 1.4e-45 rounds back to it), where every update costs microcode
+/// assists; the state must reach exactly zero instead, for Adam's moments and SGD's momentum.
+#[test]
+fn decayed_optimizer_state_flushes_to_zero_instead_of_sticking_subnormal() {
+    let kinds = [
+        ("adam", OptimizerConfig::new(OptimizerKind::Adam, 1e-3)),
+        ("sgd", OptimizerConfig { momentum: 0.9, ..OptimizerConfig::new(OptimizerKind::Sgd, 1e-3) }),
+    ];
+    for (name, config) in kinds {
+        let p = param();
+        let mut opt = Optimizer::new(config.clone(), vec![p.clone()]).unwrap();
+        set_grad(&p, 0);
+        opt.step(config.lr).unwrap();
+        for _ in 0..1200 {
+            p.tensor.zero_grad();
+            let zero = Tensor::zeros([N], Device::Cpu).unwrap();
+            cxr::ops::mul(&p.tensor, &zero).unwrap().backward_with(&Tensor::ones([N], Device::Cpu).unwrap()).unwrap();
+            opt.step(config.lr).unwrap();
+        }
+        let (_, state) = opt.state().unwrap();
+        let first_moment =
+            &state.iter().find(|(n, _)| n.ends_with("exp_avg") || n.ends_with("momentum_buffer")).unwrap().1;
+        assert!(first_moment.iter().all(|v| !v.is_subnormal()), "{name}: subnormal state {first_moment:?}");
+        assert!(first_moment.iter().all(|&v| v == 0.0), "{name}: state should have decayed to zero: {first_moment:?}");
+    }
+}

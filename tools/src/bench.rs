@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Image folder (with an `images/` subfolder of PNGs) for the data group.
     #[arg(long, default_value = "../shared/data/nih256")]
     data_dir: std::path::PathBuf,
+    /// Only the training cases whose name contains one of these (e.g. `mlp`, `resnet18.b32`).
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
     /// Short runs (a smoke test, not a measurement).
     #[arg(long)]
     quick: bool,
@@ -72,7 +75,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         emit(bench::model_benches(&archs, args.train_batch, budget));
     }
     if args.only.iter().any(|g| g == "train") {
-        emit(bench::training_benches(budget));
+        emit(bench::training_benches(budget, &args.cases));
     }
     if args.only.iter().any(|g| g == "data") {
         emit(bench::data_benches(&args.data_dir, budget)?);

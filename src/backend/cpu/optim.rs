@@ -6,6 +6,21 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
+/// `x`, or zero when it is subnormal. Optimizer state decays geometrically wherever a gradient is
+/// zero (a dead ReLU unit's weights): Adam's first moment reaches the subnormal range after about
+/// 800 steps and then sticks there (0.9 times the smallest subnormal rounds back to it), and every
+/// arithmetic operation on a subnormal costs a microcode assist of a hundred cycles or more. A
+/// fifth of an MLP's first layer in that state made the whole update six times slower. Flushing
+/// changes the state by less than 1.2e-38, far below what any update can resolve.
+#[inline(always)]
+pub(crate) fn flush_subnormal(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        x
+    }
+}
+
 /// Sum of squares in f64.
 pub fn sum_squares(x: &[f32]) -> f64 {
     // Collected in chunk order and summed sequentially: deterministic whatever the pool does.
@@ -23,7 +38,7 @@ pub fn sgd_step(p: &mut [f32], grad: &[f32], buf: &mut Vec<f32>, h: &SgdStep) {
     let update = |p: &mut f32, g: f32, b: Option<&mut f32>| {
         let mut g = g + h.weight_decay * *p;
         if let Some(b) = b {
-            *b = if first { g } else { h.momentum * *b + (1.0 - h.dampening) * g };
+            *b = flush_subnormal(if first { g } else { h.momentum * *b + (1.0 - h.dampening) * g });
             g = if h.nesterov { g + h.momentum * *b } else { *b };
         }
         *p -= h.lr * g;
@@ -60,8 +75,8 @@ pub fn adam_step(p: &mut [f32], grad: &[f32], m: &mut Vec<f32>, v: &mut Vec<f32>
         } else {
             g + h.weight_decay * *p
         };
-        *m = h.beta1 * *m + (1.0 - h.beta1) * g;
-        *v = h.beta2 * *v + (1.0 - h.beta2) * g * g;
+        *m = flush_subnormal(h.beta1 * *m + (1.0 - h.beta1) * g);
+        *v = flush_subnormal(h.beta2 * *v + (1.0 - h.beta2) * g * g);
         *p -= step_size * *m / (v.sqrt() / bias2_sqrt + h.eps);
     };
     p.par_chunks_mut(CHUNK)

@@ -144,13 +144,32 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     let (m, n, k) = (p.m, p.n, p.k);
     // The tile stores go through raw pointers; this bound is what keeps them inside `c`.
     assert!(m > 0 && n > 0 && k > 0 && p.ldc >= n && c.len() >= (m - 1) * p.ldc + n);
-    let (m_panels, n_panels) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
     let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
     // Inside a pool worker the caller (a conv task) is already one of several parallel tasks:
     // splitting again only adds hand-offs, so nested products run on the calling thread.
     let nested = rayon::current_thread_index().is_some();
     let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 && !nested;
-    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    if parallel {
+        // Called from outside the pool, each parallel section (the packing of every k block,
+        // then the tiles) would be a cold hand-off: wake the workers, then wake this thread when
+        // they finish, tens of microseconds each. Run the whole product on a worker instead, so
+        // the sections follow each other while the other workers are still awake.
+        // SAFETY: forwarded from our caller's contract.
+        rayon::scope(|_| unsafe { gemm_planned::<K>(p, c, rayon::current_num_threads()) });
+    } else {
+        // SAFETY: forwarded from our caller's contract.
+        unsafe { gemm_planned::<K>(p, c, 1) };
+    }
+}
+
+/// [`gemm`] on `threads` threads (1: on the calling thread).
+///
+/// # Safety
+/// The CPU supports the instructions `K` uses.
+unsafe fn gemm_planned<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32], threads: usize) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let (m_panels, n_panels) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
+    let parallel = threads > 1;
     // Equal k blocks (e.g. 576 = 3 x 192, not 256 + 256 + 64) keep every kernel call long.
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
     let prepacked = match p.a {
