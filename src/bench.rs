@@ -258,7 +258,7 @@ pub fn model_benches(archs: &[crate::models::Architecture], train_batch: usize, 
         model.set_training(false);
         out.push(measure(&format!("model.{arch}.infer.b1"), None, budget, || {
             let _no_grad = crate::autograd::no_grad();
-            let _ = model.forward(&x1);
+            let _ = crate::run_on_pool(|| model.forward(&x1));
         }));
         // Grad-CAM of one class at the default layer, as `tools gradcam` computes it.
         if model.set_trainable(&|_| true, false).is_ok() && !model.tap_points().is_empty() {
@@ -274,13 +274,12 @@ pub fn model_benches(archs: &[crate::models::Architecture], train_batch: usize, 
             model.set_training(true);
             let name = format!("model.{arch}.train.b{train_batch}");
             let mut m = measure(&name, None, budget, || {
-                let step = || -> crate::Result<()> {
+                let _ = crate::run_on_pool(|| -> crate::Result<()> {
                     let loss = crate::ops::bce_with_logits(&model.forward(&xb)?, &targets, None)?;
                     loss.backward()?;
                     model.zero_grad();
                     Ok(())
-                };
-                let _ = step();
+                });
             });
             // Images per second of training, as the targets quote it, in the flops slot's place.
             m.flops = None;
@@ -359,11 +358,13 @@ fn training_case(c: &TrainCase, budget: Budget) -> crate::Result<Measurement> {
     let rest = c.images % c.batch;
     let last = if rest > 0 { Some((input(rest)?, targets(rest)?)) } else { None };
     let mut step = |(x, t): &(Tensor, Tensor)| -> crate::Result<()> {
-        let loss = crate::ops::bce_with_logits(&model.forward(x)?, t, None)?;
-        loss.backward()?;
-        optimizer.step(1e-3)?;
-        optimizer.zero_grad();
-        Ok(())
+        crate::run_on_pool(|| {
+            let loss = crate::ops::bce_with_logits(&model.forward(x)?, t, None)?;
+            loss.backward()?;
+            optimizer.step(1e-3)?;
+            optimizer.zero_grad();
+            Ok(())
+        })
     };
     let mut failure = None;
     let m = measure(c.name, None, budget, || {

@@ -226,10 +226,10 @@ impl Classifier {
     /// Sigmoid probabilities `[image][finding]`; needs no threshold. Images of any size.
     pub fn probabilities(&self, images: &[Grey]) -> Result<Vec<Vec<f32>>> {
         let x = self.batch(images)?;
-        let logits = {
+        let logits = crate::run_on_pool(|| {
             let _inference = crate::no_grad();
-            self.model.forward(&x)?
-        };
+            self.model.forward(&x)
+        })?;
         let k = self.labels.len();
         let values = logits.to_vec()?;
         if values.iter().any(|v| v.is_nan()) {

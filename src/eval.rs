@@ -101,7 +101,7 @@ pub fn predict_dataset(
     };
     for batch in loader.epoch(0) {
         let batch = batch?;
-        out.scores.extend(model.forward(&batch.images)?.sigmoid()?.to_vec()?);
+        out.scores.extend(crate::run_on_pool(|| model.forward(&batch.images)?.sigmoid()?.to_vec())?);
         out.labels.extend(batch.labels.to_vec()?);
         for &i in &batch.indices {
             out.patients.push(dataset.patient(i).map(str::to_string));

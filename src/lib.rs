@@ -31,6 +31,7 @@ pub mod tensor;
 pub mod train;
 
 pub use autograd::{no_grad, Gradients};
+pub use backend::cpu::parallel::run_on_pool;
 pub use backend::{Device, Storage};
 pub use classifier::{Classifier, FindingScore, Prediction};
 pub use error::{Error, Result};

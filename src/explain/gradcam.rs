@@ -179,6 +179,17 @@ pub fn grad_cam(
     targets: &[(usize, usize)],
     options: &CamOptions,
 ) -> Result<CamOutput> {
+    // A batch-1 map is a few dozen short kernels: run them all on the pool (see `run_on_pool`).
+    crate::run_on_pool(|| grad_cam_here(model, input, targets, options))
+}
+
+/// [`grad_cam`] on the calling thread.
+fn grad_cam_here(
+    model: &dyn Model,
+    input: &Tensor,
+    targets: &[(usize, usize)],
+    options: &CamOptions,
+) -> Result<CamOutput> {
     let layer = match &options.layer {
         Some(l) => {
             check_layer(model, l)?;

@@ -32,7 +32,8 @@ pub fn skip_random_init() -> SkipRandomInit {
     SkipRandomInit { previous: SKIP_RANDOM.with(|s| s.replace(true)) }
 }
 
-fn skipping() -> bool {
+/// True while a [`skip_random_init`] guard is alive on this thread.
+pub(crate) fn skipping_random_init() -> bool {
     SKIP_RANDOM.with(|s| s.get())
 }
 
@@ -92,7 +93,7 @@ impl Tensor {
     /// Uniform in [low, high).
     pub fn rand_uniform(shape: impl Into<Shape>, low: f32, high: f32, seed: u64, device: Device) -> Result<Tensor> {
         let shape = shape.into();
-        if skipping() {
+        if skipping_random_init() {
             return Tensor::zeros(shape, device);
         }
         let mut rng = Rng::new(seed);
@@ -104,7 +105,7 @@ impl Tensor {
     /// Normal with the given mean and standard deviation.
     pub fn rand_normal(shape: impl Into<Shape>, mean: f32, std: f32, seed: u64, device: Device) -> Result<Tensor> {
         let shape = shape.into();
-        if skipping() {
+        if skipping_random_init() {
             return Tensor::zeros(shape, device);
         }
         let mut rng = Rng::new(seed);

@@ -320,7 +320,7 @@ impl<'a> Run<'a> {
     }
 
     fn loss(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-        crate::ops::bce_with_logits_weighted(logits, labels, self.pos_weight.as_ref(), self.class_weight.as_ref())
+        weighted_loss(logits, labels, self.pos_weight.as_ref(), self.class_weight.as_ref())
     }
 
     fn train_step(&mut self, batch: &Batch, batch_index: usize, batches: usize) -> Result<()> {
@@ -328,20 +328,26 @@ impl<'a> Run<'a> {
         let step = self.state.step;
         self.model.set_training(true);
         let (images, labels) = (batch.images.to_device(self.device)?, batch.labels.to_device(self.device)?);
-        let logits = self.model.forward(&images)?;
-        let loss = self.loss(&logits, &labels).map_err(|e| at_step(e, step + 1))?;
-        let value = loss.to_scalar()?;
-        if !value.is_finite() {
-            return Err(Error::NonFinite { what: "training loss".into(), step: Some(step + 1) });
-        }
-        loss.backward()?;
-        drop((loss, logits));
-        if let Some(max) = self.config.clip_grad_norm {
-            clip_grad_norm(&self.model.parameters(), max).map_err(|e| at_step(e, step + 1))?;
-        }
         let lr = self.state.schedule.lr(step);
-        self.optimizer.step(lr)?;
-        self.optimizer.zero_grad();
+        let (model, optimizer, clip) = (&self.model, &mut self.optimizer, self.config.clip_grad_norm);
+        let (pos_weight, class_weight) = (self.pos_weight.as_ref(), self.class_weight.as_ref());
+        // The whole step on the pool: a few hundred kernels without a cold hand-off each.
+        let value = crate::run_on_pool(|| -> Result<f32> {
+            let logits = model.forward(&images)?;
+            let loss = weighted_loss(&logits, &labels, pos_weight, class_weight).map_err(|e| at_step(e, step + 1))?;
+            let value = loss.to_scalar()?;
+            if !value.is_finite() {
+                return Err(Error::NonFinite { what: "training loss".into(), step: Some(step + 1) });
+            }
+            loss.backward()?;
+            drop((loss, logits));
+            if let Some(max) = clip {
+                clip_grad_norm(&model.parameters(), max).map_err(|e| at_step(e, step + 1))?;
+            }
+            optimizer.step(lr)?;
+            optimizer.zero_grad();
+            Ok(value)
+        })?;
         self.state.step += 1;
         self.state.loss_sum += value as f64;
         self.state.loss_count += 1;
@@ -415,7 +421,8 @@ impl<'a> Run<'a> {
         let (mut scores, mut labels, mut loss_sum, mut count) = (Vec::new(), Vec::new(), 0.0f64, 0usize);
         for batch in self.val.epoch(0) {
             let batch = batch?;
-            let logits = self.model.forward(&batch.images.to_device(self.device)?)?;
+            let images = batch.images.to_device(self.device)?;
+            let logits = crate::run_on_pool(|| self.model.forward(&images))?;
             let n = batch.indices.len();
             let labels_here = batch.labels.to_device(self.device)?;
             loss_sum += self.loss(&logits, &labels_here)?.to_scalar()? as f64 * n as f64;
@@ -588,4 +595,14 @@ fn eval_loader_options(config: &TrainConfig) -> LoaderOptions {
         skip_corrupt: config.skip_corrupt,
         cache_dir: config.cache_dir.clone(),
     }
+}
+
+/// The training loss: BCE with logits under the run's class weighting.
+fn weighted_loss(
+    logits: &Tensor,
+    labels: &Tensor,
+    pos_weight: Option<&Tensor>,
+    class_weight: Option<&Tensor>,
+) -> Result<Tensor> {
+    crate::ops::bce_with_logits_weighted(logits, labels, pos_weight, class_weight)
 }

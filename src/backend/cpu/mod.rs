@@ -9,6 +9,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod parallel;
 pub mod pool;
 pub mod simd;
 

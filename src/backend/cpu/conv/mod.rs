@@ -25,6 +25,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::gemm::{pack_a, sgemm, sgemm_with, AOperand, Epilogue, MatRef, PackedA, RowNorm};
+use super::parallel;
 use super::simd::SimdLevel;
 use crate::backend::geometry::Conv2dGeometry;
 use im2col::{col2im, gather_rows, im2col, segments, Segment};
@@ -157,7 +158,7 @@ pub fn conv2d_forward_with(
     let tasks: Vec<(Range<usize>, Range<usize>)> =
         blocks.iter().flat_map(|b| groups.iter().map(move |c| (b.clone(), c.clone()))).collect();
     let out = SharedOut::new(&mut y[..g.output_len()]);
-    tasks.into_par_iter().for_each(|(q, co)| forward_block(level, g, x, w, finish, q, co, &out));
+    tasks.into_par_iter().for_each(|(q, co)| parallel::task(|| forward_block(level, g, x, w, finish, q, co, &out)));
 }
 
 /// Forward for few output pixels (late layers at small batch): the whole batch is unrolled once
@@ -261,7 +262,7 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
     let tasks: Vec<(Range<usize>, Range<usize>)> =
         images.iter().flat_map(|n| chans.iter().map(move |c| (n.clone(), c.clone()))).collect();
     let out = SharedOut::new(&mut dx[..g.input_len()]);
-    tasks.into_par_iter().for_each(|(n, ci)| backward_input_task(level, g, dy, w, n, ci, &out));
+    tasks.into_par_iter().for_each(|(n, ci)| parallel::task(|| backward_input_task(level, g, dy, w, n, ci, &out)));
 }
 
 /// One backward-input task: input channels `ci` of images `n`.
@@ -331,7 +332,7 @@ pub fn conv2d_backward_weight(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], d
         even_ranges(c_out, target).into_par_iter().for_each(|co| {
             // SAFETY: the channel bands are disjoint, so these rows of dW belong to this task.
             let dst = unsafe { out.slice(co.start * k, co.len() * k) };
-            weight_band(level, g, x, dy, 0..k, co, dst);
+            parallel::task(|| weight_band(level, g, x, dy, 0..k, co, dst));
         });
         return;
     }
@@ -339,14 +340,16 @@ pub fn conv2d_backward_weight(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], d
     let out = SharedOut::new(dw);
     bands.into_par_iter().for_each(|rows| {
         let m = rows.len();
-        with_scratch(Slot::Out, c_out * m, |acc| {
-            weight_band(level, g, x, dy, rows.clone(), 0..c_out, acc);
-            for co in 0..c_out {
-                // SAFETY: tasks own disjoint column bands `rows`, so this row piece of dW is
-                // written by this task only.
-                let dst = unsafe { out.slice(co * k + rows.start, m) };
-                dst.copy_from_slice(&acc[co * m..][..m]);
-            }
+        parallel::task(|| {
+            with_scratch(Slot::Out, c_out * m, |acc| {
+                weight_band(level, g, x, dy, rows.clone(), 0..c_out, acc);
+                for co in 0..c_out {
+                    // SAFETY: tasks own disjoint column bands `rows`, so this row piece of dW is
+                    // written by this task only.
+                    let dst = unsafe { out.slice(co * k + rows.start, m) };
+                    dst.copy_from_slice(&acc[co * m..][..m]);
+                }
+            })
         });
     });
 }

@@ -24,6 +24,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::super::parallel;
 use super::buffer::{PackBuf, Slot};
 use super::pack::StripSource;
 use super::{Epilogue, MatRef};
@@ -145,17 +146,19 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     // The tile stores go through raw pointers; this bound is what keeps them inside `c`.
     assert!(m > 0 && n > 0 && k > 0 && p.ldc >= n && c.len() >= (m - 1) * p.ldc + n);
     let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
-    // Inside a pool worker the caller (a conv task) is already one of several parallel tasks:
+    // Inside a parallel task (a conv's pixel block) the caller is already one of several tasks:
     // splitting again only adds hand-offs, so nested products run on the calling thread.
-    let nested = rayon::current_thread_index().is_some();
-    let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 && !nested;
-    if parallel {
-        // Called from outside the pool, each parallel section (the packing of every k block,
-        // then the tiles) would be a cold hand-off: wake the workers, then wake this thread when
-        // they finish, tens of microseconds each. Run the whole product on a worker instead, so
-        // the sections follow each other while the other workers are still awake.
+    let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 && parallel::may_split();
+    if parallel && parallel::outside_pool() {
+        // From outside the pool, each parallel section (the packing of every k block, then the
+        // tiles) would be a cold hand-off: wake the workers, then wake this thread when they
+        // finish, tens of microseconds each. Run the whole product on a worker instead, so the
+        // sections follow each other while the other workers are still awake.
         // SAFETY: forwarded from our caller's contract.
-        rayon::scope(|_| unsafe { gemm_planned::<K>(p, c, rayon::current_num_threads()) });
+        parallel::run_on_pool(|| unsafe { gemm_planned::<K>(p, c, rayon::current_num_threads()) });
+    } else if parallel {
+        // SAFETY: forwarded from our caller's contract.
+        unsafe { gemm_planned::<K>(p, c, rayon::current_num_threads()) };
     } else {
         // SAFETY: forwarded from our caller's contract.
         unsafe { gemm_planned::<K>(p, c, 1) };
@@ -444,7 +447,7 @@ pub(super) fn apply_epilogue_rows(e: &Epilogue<'_>, c: &mut [f32], ldc: usize, m
 pub(super) unsafe fn pack_whole_a<K: MicroKernel>(m: usize, k: usize, a: MatRef<'_>) -> (usize, Vec<f32>) {
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
     let mut data = vec![0.0; m.div_ceil(K::MR) * K::MR * k];
-    let parallel = 2 * m * k >= PARALLEL_MIN_FLOPS && rayon::current_thread_index().is_none();
+    let parallel = 2 * m * k >= PARALLEL_MIN_FLOPS && parallel::may_split();
     pack_shared(&mut data, StripSource::rows_of_a(a), m, K::MR, k, kc_max, parallel, K::pack_a);
     (K::MR, data)
 }
