@@ -196,14 +196,15 @@ pub fn conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
         let mut dw = vec![0.0; g.weight_len()];
         let flops = g.forward_flops();
         let prefix = format!("conv2d.{}.b{batch}", l.name);
+        // Each call driven from the pool, as a training step runs its kernels (`run_on_pool`).
         let fwd = measure(&format!("{prefix}.fwd"), Some(flops), budget, || {
-            conv::conv2d_forward(level, &g, &x, &w, None, &mut y)
+            crate::run_on_pool(|| conv::conv2d_forward(level, &g, &x, &w, None, &mut y))
         });
         let bwd_data = measure(&format!("{prefix}.bwd_data"), Some(flops), budget, || {
-            conv::conv2d_backward_input(level, &g, &dy, &w, &mut dx)
+            crate::run_on_pool(|| conv::conv2d_backward_input(level, &g, &dy, &w, &mut dx))
         });
         let bwd_weight = measure(&format!("{prefix}.bwd_weight"), Some(flops), budget, || {
-            conv::conv2d_backward_weight(level, &g, &x, &dy, &mut dw)
+            crate::run_on_pool(|| conv::conv2d_backward_weight(level, &g, &x, &dy, &mut dw))
         });
         let count = l.count as f64;
         let data_factor = if l.needs_input_grad { 1.0 } else { 0.0 };

@@ -442,3 +442,32 @@ fn cached_packed_weights_follow_in_place_updates() {
     let zeroed = ops::conv2d(&x, &w, None, 1, 1).unwrap().to_vec().unwrap();
     assert!(zeroed.iter().all(|&v| v == 0.0), "a write through a view was missed");
 }
+
+/// Batches large enough that the weights are packed once per call and shared by every task:
+/// backward-input with several image groups (small planes, so a group holds several images,
+/// with channel counts whose bands must start on a packed panel) and forward with several pixel
+/// blocks. Outputs at 400 random places (and the two corners) are compared with the reference,
+/// at every SIMD level.
+#[test]
+fn weights_shared_across_tasks_match_reference() {
+    let shapes = [
+        geometry(40, 29, 17, 5, 5, 3, 1, 1), // 25-pixel planes: groups of 11 images, 4 groups
+        geometry(24, 33, 9, 7, 7, 1, 1, 0),  // pointwise, 49-pixel planes, 3 groups
+        geometry(20, 13, 30, 8, 8, 3, 2, 1), // stride 2: 16-pixel planes, 2 groups
+        geometry(3, 70, 40, 24, 24, 3, 1, 1), // forward in several pixel blocks
+    ];
+    for (i, g) in shapes.into_iter().enumerate() {
+        let case = Case::new(g, false, 300 + i as u64);
+        let seed = std::cell::Cell::new(7000 + i as u64);
+        let pick = |len: usize| {
+            let mut rng = Rng(seed.get());
+            seed.set(seed.get() + 1);
+            let mut v = vec![0, len - 1];
+            v.extend((0..400).map(|_| rng.below(len)));
+            v
+        };
+        for level in SimdLevel::supported() {
+            case.check_against_reference(level, pick);
+        }
+    }
+}

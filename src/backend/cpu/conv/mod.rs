@@ -24,7 +24,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::gemm::{pack_a, sgemm, sgemm_with, AOperand, Epilogue, MatRef, PackedA, RowNorm};
+use super::gemm::{pack_a, pack_a_for_call, sgemm, sgemm_with, AOperand, Epilogue, MatRef, PackedA, RowNorm};
 use super::parallel;
 use super::simd::SimdLevel;
 use crate::backend::geometry::Conv2dGeometry;
@@ -151,6 +151,18 @@ pub fn conv2d_forward_with(
     // A block count that is a multiple of the thread count, so no thread idles at the end.
     let nq = if budget_blocks < 4 * target { budget_blocks.next_multiple_of(target) } else { budget_blocks };
     let blocks = ranges(q_total, block_len(q_total, q_total.div_ceil(nq).max(MIN_BLOCK)));
+    // Every block multiplies by the same weights: pack them once for the call rather than once
+    // per block inside its GEMM (for layer4, 9 MB of weights packed for every 64 pixels cost a
+    // third as much as the multiply itself).
+    let packed_here;
+    let w = match w.packed {
+        None if blocks.len() > 1 => {
+            let k = unrolled_len(g);
+            packed_here = pack_a_for_call(level, g.out_channels, k, MatRef::normal(w.data, k));
+            ConvWeights { data: w.data, packed: Some(&packed_here) }
+        }
+        _ => w,
+    };
     let parts = target.div_ceil(blocks.len()).min(c_out.div_ceil(16));
     // Packed weights can only be cut between panels.
     let align = w.packed.map_or(1, |p| p.panel_rows());
@@ -258,11 +270,29 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
     let per_group = MIN_REDUCTION_BLOCK.div_ceil(plane).min(g.batch);
     let images = ranges(g.batch, per_group);
     let target = task_target();
-    let chans = even_ranges(g.in_channels, target.div_ceil(images.len()).min(g.in_channels));
+    // W^T is the A operand of every task's products. With several image groups reading the same
+    // rows it is packed once here rather than once per product (for layer4 at batch 32 that was
+    // 9 MB packed for every 64 pixels). With one image the tasks' products pack their own rows
+    // into L2, which beats streaming a shared copy from L3. A task's rows (its input channels
+    // times kh * kw) must start on a panel of the shared copy.
+    let (k, kk) = (unrolled_len(g), g.kernel_h * g.kernel_w);
+    let w_t = (images.len() > 1).then(|| pack_a_for_call(level, k, g.out_channels, MatRef::transposed(w, k)));
+    let align = w_t.as_ref().map_or(1, |p| p.panel_rows() / gcd(kk, p.panel_rows()));
+    let chans = aligned_ranges(g.in_channels, target.div_ceil(images.len()).min(g.in_channels), align);
     let tasks: Vec<(Range<usize>, Range<usize>)> =
         images.iter().flat_map(|n| chans.iter().map(move |c| (n.clone(), c.clone()))).collect();
     let out = SharedOut::new(&mut dx[..g.input_len()]);
+    let w = ConvWeights { data: w, packed: w_t.as_ref() };
     tasks.into_par_iter().for_each(|(n, ci)| parallel::task(|| backward_input_task(level, g, dy, w, n, ci, &out)));
+}
+
+/// Greatest common divisor.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// One backward-input task: input channels `ci` of images `n`.
@@ -270,7 +300,7 @@ fn backward_input_task(
     level: SimdLevel,
     g: &Conv2dGeometry,
     dy: &[f32],
-    w: &[f32],
+    w: ConvWeights<'_>,
     n: Range<usize>,
     ci: Range<usize>,
     dx: &SharedOut<'_>,
@@ -279,15 +309,18 @@ fn backward_input_task(
     let kk = g.kernel_h * g.kernel_w;
     let rows = ci.start * kk..ci.end * kk;
     let m = rows.len();
-    // Rows `rows` of W^T, i.e. columns of W.
-    let a = MatRef::transposed(&w[rows.start..], k);
+    // Rows `rows` of W^T, i.e. columns of W; `w.packed`, if any, holds W^T packed.
+    let a = match w.packed {
+        Some(packed) => AOperand::Packed { packed, first_row: rows.start },
+        None => AOperand::Matrix(MatRef::transposed(&w.data[rows.start..], k)),
+    };
     // SAFETY (for every `dx.slice` below): tasks own disjoint (image range, channel range)
     // pairs, and within an image the channels `ci` are one contiguous run of planes.
     let planes = |n: usize| unsafe { dx.slice((n * g.in_channels + ci.start) * hw, ci.len() * hw) };
     if is_pointwise(g) {
         for img in n {
             let b = MatRef::normal(&dy[img * g.out_channels * plane..], plane);
-            sgemm(level, m, plane, g.out_channels, a, b, 0.0, planes(img), plane);
+            sgemm_with(level, m, plane, g.out_channels, a, b, 0.0, planes(img), plane, &Epilogue::NONE);
         }
         return;
     }
@@ -299,7 +332,9 @@ fn backward_input_task(
     for blk in ranges(q.len(), nb) {
         let segs = segments(q.start + blk.start..q.start + blk.end, plane);
         with_scratch(Slot::Cols, m * blk.len(), |cols| {
-            with_dy_block(g, dy, &segs, |b| sgemm(level, m, blk.len(), g.out_channels, a, b, 0.0, cols, blk.len()));
+            with_dy_block(g, dy, &segs, |b| {
+                sgemm_with(level, m, blk.len(), g.out_channels, a, b, 0.0, cols, blk.len(), &Epilogue::NONE)
+            });
             for s in &segs {
                 col2im(g, cols, blk.len(), ci.clone(), s, planes(s.n));
             }

@@ -18,6 +18,7 @@ thread_local! {
     // allocate) instead of panicking.
     static SHARED: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
     static TILE: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    static CALL: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
 }
 
 /// What a buffer is for; each has its own per-thread slot, because a thread holding the shared
@@ -28,6 +29,8 @@ pub(super) enum Slot {
     Shared,
     /// One k block of the other operand, for the tile a thread is computing.
     Tile,
+    /// An operand packed by a caller for the products of one call ([`super::pack_a_for_call`]).
+    Call,
 }
 
 impl Slot {
@@ -35,6 +38,7 @@ impl Slot {
         match self {
             Slot::Shared => &SHARED,
             Slot::Tile => &TILE,
+            Slot::Call => &CALL,
         }
     }
 }
@@ -58,6 +62,13 @@ impl PackBuf {
             lines = vec![Line([0.0; LINE]); needed];
         }
         PackBuf { lines, len, slot }
+    }
+
+    /// The first `len` floats, 64-byte aligned.
+    pub(super) fn as_slice(&self) -> &[f32] {
+        // SAFETY: as in `as_mut_slice`; the shared borrow of `self` keeps the memory unaliased
+        // by writers while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
     }
 
     /// The first `len` floats, 64-byte aligned.

@@ -439,15 +439,14 @@ pub(super) fn apply_epilogue_rows(e: &Epilogue<'_>, c: &mut [f32], ldc: usize, m
     }
 }
 
-/// Packs a whole `m x k` A for kernel `K` in the layout [`gemm`] reads a shared A in, returning
-/// the panel height and the panels.
+/// Packs a whole `m x k` A for kernel `K` into `dst` (`m` rounded up to panels, times `k`
+/// floats; every one is written), in the layout [`gemm`] reads a shared A in.
 ///
 /// # Safety
 /// The CPU supports the instructions `K` uses.
-pub(super) unsafe fn pack_whole_a<K: MicroKernel>(m: usize, k: usize, a: MatRef<'_>) -> (usize, Vec<f32>) {
+pub(super) unsafe fn pack_whole_a<K: MicroKernel>(m: usize, k: usize, a: MatRef<'_>, dst: &mut [f32]) {
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
-    let mut data = vec![0.0; m.div_ceil(K::MR) * K::MR * k];
+    assert_eq!(dst.len(), m.div_ceil(K::MR) * K::MR * k, "pack_whole_a: destination of the wrong size");
     let parallel = 2 * m * k >= PARALLEL_MIN_FLOPS && parallel::may_split();
-    pack_shared(&mut data, StripSource::rows_of_a(a), m, K::MR, k, kc_max, parallel, K::pack_a);
-    (K::MR, data)
+    pack_shared(dst, StripSource::rows_of_a(a), m, K::MR, k, kc_max, parallel, K::pack_a);
 }

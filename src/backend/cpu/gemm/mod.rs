@@ -153,7 +153,35 @@ pub struct PackedA {
     mr: usize,
     m: usize,
     k: usize,
-    data: Vec<f32>,
+    panels: Panels,
+}
+
+/// Where a [`PackedA`] keeps its panels.
+enum Panels {
+    /// Its own allocation, for an operand kept across calls.
+    Owned(Vec<f32>),
+    /// This thread's reusable call buffer, for an operand packed for one call: a fresh
+    /// allocation would be zero-filled (and faulted in) only to be overwritten.
+    Loaned(buffer::PackBuf),
+}
+
+impl std::fmt::Debug for Panels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, len) = match self {
+            Panels::Owned(v) => ("owned", v.len()),
+            Panels::Loaned(b) => ("loaned", b.as_slice().len()),
+        };
+        write!(f, "Panels({kind}, {len} floats)")
+    }
+}
+
+impl Panels {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            Panels::Owned(v) => v,
+            Panels::Loaned(b) => b.as_slice(),
+        }
+    }
 }
 
 impl PackedA {
@@ -200,22 +228,39 @@ pub fn panel_rows(level: SimdLevel) -> usize {
     }
 }
 
-/// Packs A (`m x k`, m, k > 0) for repeated products with `level`'s kernel.
+/// Packs A (`m x k`, m, k > 0) for repeated products with `level`'s kernel, into memory of its
+/// own (to keep across calls).
 pub fn pack_a(level: SimdLevel, m: usize, k: usize, a: MatRef<'_>) -> PackedA {
+    pack_a_into(level, m, k, a, |len| Panels::Owned(vec![0.0; len]))
+}
+
+/// [`pack_a`] into this thread's reusable call buffer, for the products of one call (a
+/// convolution's tasks sharing its weights); the buffer goes back when the result is dropped.
+pub fn pack_a_for_call(level: SimdLevel, m: usize, k: usize, a: MatRef<'_>) -> PackedA {
+    pack_a_into(level, m, k, a, |len| Panels::Loaned(buffer::PackBuf::take(buffer::Slot::Call, len)))
+}
+
+fn pack_a_into(level: SimdLevel, m: usize, k: usize, a: MatRef<'_>, alloc: impl FnOnce(usize) -> Panels) -> PackedA {
     assert!(m > 0 && k > 0, "pack_a: empty operand");
     a.check("A", m, k);
     let level = kernel_level(level);
-    let (mr, data) = match level {
+    let mr = panel_rows(level);
+    let mut panels = alloc(m.div_ceil(mr) * mr * k);
+    let dst = match &mut panels {
+        Panels::Owned(v) => v.as_mut_slice(),
+        Panels::Loaned(b) => b.as_mut_slice(),
+    };
+    match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `kernel_level` only answers AVX-512 where AVX-512F was detected.
-        SimdLevel::Avx512 => unsafe { driver::pack_whole_a::<kernel_avx512::Avx512>(m, k, a) },
+        SimdLevel::Avx512 => unsafe { driver::pack_whole_a::<kernel_avx512::Avx512>(m, k, a, dst) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `kernel_level` only answers AVX2 where AVX2 and FMA were detected.
-        SimdLevel::Avx2 => unsafe { driver::pack_whole_a::<kernel_avx2::Avx2>(m, k, a) },
+        SimdLevel::Avx2 => unsafe { driver::pack_whole_a::<kernel_avx2::Avx2>(m, k, a, dst) },
         // SAFETY: the portable kernel needs no CPU feature.
-        _ => unsafe { driver::pack_whole_a::<kernel_portable::Portable>(m, k, a) },
+        _ => unsafe { driver::pack_whole_a::<kernel_portable::Portable>(m, k, a, dst) },
     };
-    PackedA { level, mr, m, k, data }
+    PackedA { level, mr, m, k, panels }
 }
 
 /// C[m x n] = A[m x k] * B[k x n] + beta * C, then `epilogue`, with A given as a matrix or
@@ -261,7 +306,7 @@ pub fn sgemm_with(
                 "sgemm: packed A mismatch"
             );
             driver::ASource::Packed {
-                data: &packed.data,
+                data: packed.panels.as_slice(),
                 total_panels: packed.m.div_ceil(packed.mr),
                 first_panel: first_row / packed.mr,
             }
