@@ -322,6 +322,19 @@ fn gradients_match_finite_differences() {
     }
 }
 
+/// A picker of flat indices for [`Case::check_against_reference`]: the first and last (the
+/// corners hit the padding) and `count` random ones, a new draw on each call.
+fn corners_and_random(seed: u64, count: usize) -> impl Fn(usize) -> Vec<usize> {
+    let calls = std::cell::Cell::new(seed);
+    move |len| {
+        let mut rng = Rng(calls.get());
+        calls.set(calls.get() + 1);
+        let mut v = vec![0, len - 1];
+        v.extend((0..count).map(|_| rng.below(len)));
+        v
+    }
+}
+
 /// Every conv shape ResNet18 (and DenseNet121's 1x1/1) uses at 224x224, batch 1, spot-checked
 /// at random outputs of each of the three kernels.
 #[test]
@@ -342,16 +355,7 @@ fn resnet18_shapes_spot_check() {
     ];
     for (s, g) in shapes.into_iter().enumerate() {
         let case = Case::new(g, true, 1000 + s as u64);
-        let seed = std::cell::Cell::new(5000 + s as u64);
-        let pick = |len: usize| {
-            let mut rng = Rng(seed.get());
-            seed.set(seed.get() + 1);
-            // Corners hit the padding; the rest are random.
-            let mut v = vec![0, len - 1];
-            v.extend((0..24).map(|_| rng.below(len)));
-            v
-        };
-        case.check_against_reference(SimdLevel::best_supported(), pick);
+        case.check_against_reference(SimdLevel::best_supported(), corners_and_random(5000 + s as u64, 24));
     }
 }
 
@@ -458,16 +462,9 @@ fn weights_shared_across_tasks_match_reference() {
     ];
     for (i, g) in shapes.into_iter().enumerate() {
         let case = Case::new(g, false, 300 + i as u64);
-        let seed = std::cell::Cell::new(7000 + i as u64);
-        let pick = |len: usize| {
-            let mut rng = Rng(seed.get());
-            seed.set(seed.get() + 1);
-            let mut v = vec![0, len - 1];
-            v.extend((0..400).map(|_| rng.below(len)));
-            v
-        };
+        let pick = corners_and_random(7000 + i as u64, 400);
         for level in SimdLevel::supported() {
-            case.check_against_reference(level, pick);
+            case.check_against_reference(level, &pick);
         }
     }
 }
