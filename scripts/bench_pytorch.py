@@ -219,7 +219,7 @@ def main():
         cases += list(model_cases(args.models.split(","), args.train_batch))
     if "train" in args.only:
         wanted = [c for c in args.cases.split(",") if c]
-        cases += [c for c in train_cases(wanted)]
+        cases += list(train_cases(wanted))
     totals = {}
     if "conv" in args.only:
         for batch in [int(b) for b in args.batch.split(",")]:

@@ -83,11 +83,6 @@ pub fn may_split() -> bool {
     }
 }
 
-/// True when this thread is outside the pool (a split from here is a cold hand-off).
-pub fn outside_pool() -> bool {
-    rayon::current_thread_index().is_none()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,16 +149,13 @@ pub(super) unsafe fn gemm<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32]) {
     // Inside a parallel task (a conv's pixel block) the caller is already one of several tasks:
     // splitting again only adds hand-offs, so nested products run on the calling thread.
     let parallel = flops >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 && parallel::may_split();
-    if parallel && parallel::outside_pool() {
+    if parallel {
         // From outside the pool, each parallel section (the packing of every k block, then the
         // tiles) would be a cold hand-off: wake the workers, then wake this thread when they
-        // finish, tens of microseconds each. Run the whole product on a worker instead, so the
-        // sections follow each other while the other workers are still awake.
+        // finish, tens of microseconds each. On the pool (where a driver already is, it stays)
+        // the sections follow each other while the other workers are still awake.
         // SAFETY: forwarded from our caller's contract.
         parallel::run_on_pool(|| unsafe { gemm_planned::<K>(p, c, rayon::current_num_threads()) });
-    } else if parallel {
-        // SAFETY: forwarded from our caller's contract.
-        unsafe { gemm_planned::<K>(p, c, rayon::current_num_threads()) };
     } else {
         // SAFETY: forwarded from our caller's contract.
         unsafe { gemm_planned::<K>(p, c, 1) };
