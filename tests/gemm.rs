@@ -6,7 +6,9 @@
 //! so the bound is loose for honest rounding yet far below the O(1) relative error of a wrong
 //! index, a dropped k block or a mishandled edge tile.
 
-use cxr::backend::cpu::gemm::{pack_a, panel_rows, sgemm, sgemm_with, AOperand, Epilogue, Layout, MatRef, RowNorm};
+use cxr::backend::cpu::gemm::{
+    pack_a, panel_rows, sgemm, sgemm_with, AOperand, BOperand, Epilogue, Layout, MatRef, RowNorm,
+};
 use cxr::backend::cpu::simd::SimdLevel;
 use proptest::prelude::*;
 
@@ -107,7 +109,18 @@ fn check(level: SimdLevel, case: Case) -> Result<(), String> {
         None if !mode.bias && !mode.norm && !mode.residual && !mode.relu => {
             sgemm(level, m, n, k, a.mat(), b.mat(), beta, &mut c, ldc)
         }
-        None => sgemm_with(level, m, n, k, AOperand::Matrix(a.mat()), b.mat(), beta, &mut c, ldc, &epilogue),
+        None => sgemm_with(
+            level,
+            m,
+            n,
+            k,
+            AOperand::Matrix(a.mat()),
+            BOperand::Matrix(b.mat()),
+            beta,
+            &mut c,
+            ldc,
+            &epilogue,
+        ),
         Some(skip_panels) => {
             // A taller matrix whose rows from `first_row` on are A: the product must use exactly
             // those panels.
@@ -116,7 +129,7 @@ fn check(level: SimdLevel, case: Case) -> Result<(), String> {
             tall.extend((0..m).flat_map(|i| (0..k).map(move |p| (i, p))).map(|(i, p)| a.at(i, p) as f32));
             let packed = pack_a(level, first_row + m, k, MatRef::normal(&tall, k));
             let a_op = AOperand::Packed { packed: &packed, first_row };
-            sgemm_with(level, m, n, k, a_op, b.mat(), beta, &mut c, ldc, &epilogue);
+            sgemm_with(level, m, n, k, a_op, BOperand::Matrix(b.mat()), beta, &mut c, ldc, &epilogue);
         }
     }
 
@@ -407,6 +420,58 @@ proptest! {
             if let Err(e) = check(level, case) {
                 prop_assert!(false, "{}", e);
             }
+        }
+    }
+}
+
+/// A B operand that packs its own panels (as a convolution's implicit im2col does): here from a
+/// plain row-major matrix, one float at a time.
+struct MatrixPanels<'a> {
+    data: &'a [f32],
+    ld: usize,
+    k: usize,
+}
+
+impl cxr::backend::cpu::gemm::PanelSource for MatrixPanels<'_> {
+    fn pack(&self, dst: &mut [f32], nr: usize, j0: usize, n: usize, p0: usize, kc: usize) {
+        assert!(p0 + kc <= self.k, "asked for rows past k");
+        for (i, panel) in dst.chunks_exact_mut(kc * nr).enumerate() {
+            for p in 0..kc {
+                for w in 0..nr {
+                    let j = j0 + i * nr + w;
+                    panel[p * nr + w] = if j < n { self.data[(p0 + p) * self.ld + j] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// A self-packing B gives the same C, bit for bit, as the same matrix packed by the GEMM, both
+/// when B's panels are packed per tile (n >= m) and when B is the shared operand (m > n).
+#[test]
+fn panel_source_b_equals_matrix_b() {
+    for level in SimdLevel::supported() {
+        for (m, n, k) in [(37, 300, 600), (700, 45, 530), (5, 3, 2), (64, 1024, 257)] {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let mut want = vec![0.0; m * n];
+            let mut got = vec![f32::NAN; m * n];
+            let a_op = AOperand::Matrix(MatRef::normal(&a, k));
+            sgemm_with(
+                level,
+                m,
+                n,
+                k,
+                a_op,
+                BOperand::Matrix(MatRef::normal(&b, n)),
+                0.0,
+                &mut want,
+                n,
+                &Epilogue::NONE,
+            );
+            let source = MatrixPanels { data: &b, ld: n, k };
+            sgemm_with(level, m, n, k, a_op, BOperand::Panels(&source), 0.0, &mut got, n, &Epilogue::NONE);
+            assert!(want == got, "{level:?} {m}x{n}x{k}: self-packed B differs");
         }
     }
 }

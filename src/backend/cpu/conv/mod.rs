@@ -6,30 +6,33 @@
 //! - backward input: cols = W^T * dY, then col2im adds the columns back into dx
 //! - backward weight: dW = dY * cols^T
 //!
-//! cols is built whole only when small (at most 4 MB); otherwise each task unrolls a block of
-//! pixels (and, for the gradients, a band of rows) sized to stay in L2, in a per-thread scratch
-//! buffer reused across calls. Blocks span image boundaries so late layers (7x7 outputs) still feed
-//! the GEMM wide matrices. A 1x1, stride-1, unpadded conv reads the images directly as the GEMM
-//! operand (no unrolling).
+//! The forward never stores cols: the GEMM packs its B panels straight from x
+//! ([`unrolled::UnrolledInput`], an implicit im2col). For the gradients, cols is built whole only
+//! when small (at most 4 MB); otherwise each task unrolls a block of pixels and a band of rows
+//! sized to stay in L2, in a per-thread scratch buffer reused across calls. Blocks span image
+//! boundaries so late layers (7x7 outputs) still feed the GEMM wide matrices. A 1x1, stride-1,
+//! unpadded conv reads the images directly as the GEMM operand (no unrolling).
 //!
 //! Parallelism: with many pixels, tasks (pixel blocks x channel bands) run on rayon's pool, each
 //! owning a disjoint part of the output and summing in a fixed order, so results do not depend
-//! on scheduling. With few pixels (late layers at small batch) the columns are unrolled once in
-//! parallel and a single GEMM call supplies the parallelism instead of duplicated unrolling.
+//! on scheduling. With few pixels (late layers at small batch) a single GEMM call supplies the
+//! parallelism instead of duplicated unrolling.
 
 mod im2col;
 mod scratch;
+mod unrolled;
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::gemm::{pack_a, pack_a_for_call, sgemm, sgemm_with, AOperand, Epilogue, MatRef, PackedA, RowNorm};
+use super::gemm::{pack_a, pack_a_for_call, sgemm, sgemm_with, AOperand, BOperand, Epilogue, MatRef, PackedA, RowNorm};
 use super::parallel;
 use super::simd::SimdLevel;
 use crate::backend::geometry::Conv2dGeometry;
 use im2col::{col2im, gather_rows, im2col, segments, Segment};
 use scratch::{with_scratch, SharedOut, Slot};
+use unrolled::UnrolledInput;
 
 /// Bytes of scratch (column block plus GEMM output block) a task aims to keep in L2.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -143,7 +146,9 @@ pub fn conv2d_forward_with(
     }
     let k = unrolled_len(g);
     let target = task_target();
-    let budget_blocks = q_total.div_ceil((BLOCK_BYTES / 4 / (k + c_out).max(1)).max(MIN_BLOCK));
+    // Blocks sized as if their columns were stored next to their output: measured faster than
+    // blocks sized by the output alone, although the GEMM now unrolls x as it packs.
+    let budget_blocks = q_total.div_ceil((BLOCK_BYTES / 4 / (k + c_out)).max(MIN_BLOCK));
     if budget_blocks < target && k * q_total <= WHOLE_MAX {
         forward_whole(level, g, x, w, finish, y);
         return;
@@ -172,9 +177,9 @@ pub fn conv2d_forward_with(
     tasks.into_par_iter().for_each(|(q, co)| parallel::task(|| forward_block(level, g, x, w, finish, q, co, &out)));
 }
 
-/// Forward for few output pixels (late layers at small batch): the whole batch is unrolled once
-/// (in parallel) and one GEMM, parallel inside, covers every output channel. Splitting tasks
-/// by output channel instead would unroll the same columns once per task.
+/// Forward for few output pixels (late layers at small batch): one GEMM, parallel inside, covers
+/// every output channel and pixel, unrolling x as it packs. Splitting tasks by output channel
+/// instead would unroll the same columns once per task.
 fn forward_whole(
     level: SimdLevel,
     g: &Conv2dGeometry,
@@ -186,32 +191,26 @@ fn forward_whole(
     let (k, plane, c_out) = (unrolled_len(g), plane_out(g), g.out_channels);
     let q = g.batch * plane;
     let segs = segments(0..q, plane);
-    let direct = is_pointwise(g) && g.batch == 1;
-    with_scratch(Slot::Cols, if direct { 0 } else { k * q }, |cols| {
-        let b = if direct {
-            MatRef::normal(x, plane)
-        } else {
-            let band = k.div_ceil(task_target());
-            cols.par_chunks_mut(band * q).enumerate().for_each(|(i, c)| {
-                im2col(g, x, i * band..i * band + c.len() / q, &segs, c, q);
-            });
-            MatRef::normal(cols, q)
-        };
-        let a = w.rows(&(0..c_out), k);
-        if g.batch == 1 {
-            // One image: the GEMM's [C_out x pixels] result is y itself, finished tile by tile.
-            sgemm_with(level, c_out, q, k, a, b, 0.0, y, q, &finish.epilogue(q));
-            return;
-        }
-        with_scratch(Slot::Out, c_out * q, |c| {
-            sgemm_with(level, c_out, q, k, a, b, 0.0, c, q, &Epilogue::NONE);
-            for s in &segs {
-                for ch in 0..c_out {
-                    let dst = &mut y[(s.n * c_out + ch) * plane..][..plane];
-                    finish.store(g, s.n, ch, 0, &c[ch * q + s.col..][..s.len], dst);
-                }
+    let unrolled = UnrolledInput::new(level, g, x, 0);
+    let b = if is_pointwise(g) && g.batch == 1 {
+        BOperand::Matrix(MatRef::normal(x, plane))
+    } else {
+        BOperand::Panels(&unrolled)
+    };
+    let a = w.rows(&(0..c_out), k);
+    if g.batch == 1 {
+        // One image: the GEMM's [C_out x pixels] result is y itself, finished tile by tile.
+        sgemm_with(level, c_out, q, k, a, b, 0.0, y, q, &finish.epilogue(q));
+        return;
+    }
+    with_scratch(Slot::Out, c_out * q, |c| {
+        sgemm_with(level, c_out, q, k, a, b, 0.0, c, q, &Epilogue::NONE);
+        for s in &segs {
+            for ch in 0..c_out {
+                let dst = &mut y[(s.n * c_out + ch) * plane..][..plane];
+                finish.store(g, s.n, ch, 0, &c[ch * q + s.col..][..s.len], dst);
             }
-        });
+        }
     });
 }
 
@@ -231,17 +230,13 @@ fn forward_block(
     let segs = segments(q.clone(), plane);
     let (nb, mc) = (q.len(), co.len());
     let a = w.rows(&co, k);
+    let unrolled = UnrolledInput::new(level, g, x, q.start);
     with_scratch(Slot::Out, mc * nb, |c| {
-        if is_pointwise(g) && segs.len() == 1 {
-            let s = segs[0];
-            let b = MatRef::normal(&x[s.n * g.in_channels * plane + s.p0..], plane);
-            sgemm_with(level, mc, nb, k, a, b, 0.0, c, nb, &Epilogue::NONE);
-        } else {
-            with_scratch(Slot::Cols, k * nb, |cols| {
-                im2col(g, x, 0..k, &segs, cols, nb);
-                sgemm_with(level, mc, nb, k, a, MatRef::normal(cols, nb), 0.0, c, nb, &Epilogue::NONE);
-            });
-        }
+        let b = match segs.as_slice() {
+            [s] if is_pointwise(g) => BOperand::Matrix(MatRef::normal(&x[s.n * g.in_channels * plane + s.p0..], plane)),
+            _ => BOperand::Panels(&unrolled),
+        };
+        sgemm_with(level, mc, nb, k, a, b, 0.0, c, nb, &Epilogue::NONE);
         for s in &segs {
             for (i, ch) in co.clone().enumerate() {
                 let src = &c[i * nb + s.col..][..s.len];
@@ -319,7 +314,18 @@ fn backward_input_task(
     if is_pointwise(g) {
         for img in n {
             let b = MatRef::normal(&dy[img * g.out_channels * plane..], plane);
-            sgemm_with(level, m, plane, g.out_channels, a, b, 0.0, planes(img), plane, &Epilogue::NONE);
+            sgemm_with(
+                level,
+                m,
+                plane,
+                g.out_channels,
+                a,
+                BOperand::Matrix(b),
+                0.0,
+                planes(img),
+                plane,
+                &Epilogue::NONE,
+            );
         }
         return;
     }
@@ -332,7 +338,18 @@ fn backward_input_task(
         let segs = segments(q.start + blk.start..q.start + blk.end, plane);
         with_scratch(Slot::Cols, m * blk.len(), |cols| {
             with_dy_block(g, dy, &segs, |b| {
-                sgemm_with(level, m, blk.len(), g.out_channels, a, b, 0.0, cols, blk.len(), &Epilogue::NONE)
+                sgemm_with(
+                    level,
+                    m,
+                    blk.len(),
+                    g.out_channels,
+                    a,
+                    BOperand::Matrix(b),
+                    0.0,
+                    cols,
+                    blk.len(),
+                    &Epilogue::NONE,
+                )
             });
             for s in &segs {
                 col2im(g, cols, blk.len(), ci.clone(), s, planes(s.n));

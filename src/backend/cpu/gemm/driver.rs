@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use super::super::parallel;
 use super::buffer::{PackBuf, Slot};
 use super::pack::StripSource;
-use super::{Epilogue, MatRef};
+use super::{BOperand, Epilogue, MatRef};
 
 /// Below this many flops (2mnk) a call runs on the calling thread: a rayon round trip costs a few
 /// microseconds, as much as the whole product at this size.
@@ -39,7 +39,7 @@ pub(super) struct Problem<'a> {
     pub n: usize,
     pub k: usize,
     pub a: ASource<'a>,
-    pub b: MatRef<'a>,
+    pub b: BOperand<'a>,
     pub beta: f32,
     pub ldc: usize,
     pub epilogue: Epilogue<'a>,
@@ -186,12 +186,13 @@ unsafe fn gemm_planned<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32], threads: 
         (Some(panels), _) => panels,
         (None, ASource::Matrix(a)) if share_a => {
             let buf = shared_buf.insert(PackBuf::take(Slot::Shared, m_panels * K::MR * k)).as_mut_slice();
-            pack_shared(buf, StripSource::rows_of_a(a), m, K::MR, k, kc_max, parallel, K::pack_a);
+            let src = StripSource::rows_of_a(a);
+            pack_shared(buf, m, K::MR, k, kc_max, parallel, &|dst, i0, p0, kc| K::pack_a(dst, src, i0, m, p0, kc));
             Panels { data: buf, total: m_panels, first: 0 }
         }
         _ => {
             let buf = shared_buf.insert(PackBuf::take(Slot::Shared, n_panels * K::NR * k)).as_mut_slice();
-            pack_shared(buf, StripSource::cols_of_b(p.b), n, K::NR, k, kc_max, parallel, K::pack_b);
+            pack_shared(buf, n, K::NR, k, kc_max, parallel, &|dst, j0, p0, kc| pack_b::<K>(p.b, dst, j0, n, p0, kc));
             Panels { data: buf, total: n_panels, first: 0 }
         }
     };
@@ -222,23 +223,31 @@ unsafe fn gemm_planned<K: MicroKernel>(p: &Problem<'_>, c: &mut [f32], threads: 
     }
 }
 
-/// Signature of [`MicroKernel::pack_a`] and [`MicroKernel::pack_b`].
-type PackFn = fn(&mut [f32], StripSource<'_>, usize, usize, usize, usize);
+/// Packs k indices `p0 .. p0 + kc` of the B columns from `j0` on (panels of `K::NR`) into `dst`.
+#[inline(always)]
+fn pack_b<K: MicroKernel>(b: BOperand<'_>, dst: &mut [f32], j0: usize, n: usize, p0: usize, kc: usize) {
+    match b {
+        BOperand::Matrix(b) => K::pack_b(dst, StripSource::cols_of_b(b), j0, n, p0, kc),
+        BOperand::Panels(source) => source.pack(dst, K::NR, j0, n, p0, kc),
+    }
+}
+
+/// `pack(dst, w0, p0, kc)`: packs k indices `p0 .. p0 + kc` of the panels from strip `w0` on
+/// that fill `dst`.
+type PackPanels<'a> = dyn Fn(&mut [f32], usize, usize, usize) + Sync + 'a;
 
 /// Packs a whole operand (`extent` strips, panels of width `w`), k block after k block (`kc_max`
 /// long, the last maybe shorter); inside a block, micro-panel after micro-panel, so the panels a
 /// tile walks through for one k block are adjacent. (Panel-major storage over the whole of k
 /// would put them a power of two apart for power-of-two k, all in the same cache sets.)
-#[allow(clippy::too_many_arguments)]
 fn pack_shared(
     dst: &mut [f32],
-    src: StripSource<'_>,
     extent: usize,
     w: usize,
     k: usize,
     kc_max: usize,
     parallel: bool,
-    pack: PackFn,
+    pack: &PackPanels<'_>,
 ) {
     let panels = extent.div_ceil(w);
     // Panels are packed in groups about 256 strips wide: long sequential runs when a source row
@@ -250,7 +259,7 @@ fn pack_shared(
         let kc = kc_max.min(k - p0);
         let (block, tail) = rest.split_at_mut(panels * w * kc);
         rest = tail;
-        let job = |(i, group): (usize, &mut [f32])| pack(group, src, i * group_panels * w, extent, p0, kc);
+        let job = |(i, group): (usize, &mut [f32])| pack(group, i * group_panels * w, p0, kc);
         let group_len = group_panels * w * kc;
         if parallel {
             block.par_chunks_mut(group_len).enumerate().for_each(job);
@@ -310,12 +319,11 @@ unsafe fn tile_sharing_a<K: MicroKernel>(
     c: *mut f32,
 ) {
     let mut b_buf = PackBuf::take(Slot::Tile, cols.len() * K::NR * kc_max);
-    let b_src = StripSource::cols_of_b(p.b);
     let mut pc = 0;
     while pc < p.k {
         let kc = kc_max.min(p.k - pc);
         let b_block = &mut b_buf.as_mut_slice()[..cols.len() * K::NR * kc];
-        K::pack_b(b_block, b_src, cols.start * K::NR, p.n, pc, kc);
+        pack_b::<K>(p.b, b_block, cols.start * K::NR, p.n, pc, kc);
         let a_block = pa.block(K::MR, pc, kc);
         // beta applies once; later k blocks add onto what the first one stored.
         let beta = if pc == 0 { p.beta } else { 1.0 };
@@ -445,5 +453,6 @@ pub(super) unsafe fn pack_whole_a<K: MicroKernel>(m: usize, k: usize, a: MatRef<
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
     assert_eq!(dst.len(), m.div_ceil(K::MR) * K::MR * k, "pack_whole_a: destination of the wrong size");
     let parallel = 2 * m * k >= PARALLEL_MIN_FLOPS && parallel::may_split();
-    pack_shared(dst, StripSource::rows_of_a(a), m, K::MR, k, kc_max, parallel, K::pack_a);
+    let src = StripSource::rows_of_a(a);
+    pack_shared(dst, m, K::MR, k, kc_max, parallel, &|dst, i0, p0, kc| K::pack_a(dst, src, i0, m, p0, kc));
 }

@@ -80,7 +80,7 @@ pub fn sgemm(
     c: &mut [f32],
     ldc: usize,
 ) {
-    sgemm_with(level, m, n, k, AOperand::Matrix(a), b, beta, c, ldc, &Epilogue::NONE);
+    sgemm_with(level, m, n, k, AOperand::Matrix(a), BOperand::Matrix(b), beta, c, ldc, &Epilogue::NONE);
 }
 
 /// The A operand of [`sgemm_with`]: a matrix to pack during the call, or rows of one packed
@@ -94,6 +94,23 @@ pub enum AOperand<'a> {
         packed: &'a PackedA,
         first_row: usize,
     },
+}
+
+/// The B operand of [`sgemm_with`]: a matrix to pack, or a source that writes B's panels itself.
+#[derive(Clone, Copy)]
+pub enum BOperand<'a> {
+    Matrix(MatRef<'a>),
+    Panels(&'a dyn PanelSource),
+}
+
+/// A `k x n` B operand that is never stored as a matrix: it writes the panels the kernel reads
+/// straight from data of its own (a convolution's input, unrolled as it is packed), which saves
+/// writing the matrix out and reading it back.
+pub trait PanelSource: Sync {
+    /// Writes rows `p0 .. p0 + kc` of B's columns from `j0` on into `dst`, a whole number of
+    /// consecutive panels of `nr` columns: `panel[p * nr + w]` is element (p0 + p, j0 + i * nr
+    /// + w) of panel i, zero for columns at or past `n`. Every float of `dst` is written.
+    fn pack(&self, dst: &mut [f32], nr: usize, j0: usize, n: usize, p0: usize, kc: usize);
 }
 
 /// What happens to each element of C after the product, in this order: `+ row_bias[i]`,
@@ -273,7 +290,7 @@ pub fn sgemm_with(
     n: usize,
     k: usize,
     a: AOperand<'_>,
-    b: MatRef<'_>,
+    b: BOperand<'_>,
     beta: f32,
     c: &mut [f32],
     ldc: usize,
@@ -312,7 +329,9 @@ pub fn sgemm_with(
             }
         }
     };
-    b.check("B", k, n);
+    if let BOperand::Matrix(b) = b {
+        b.check("B", k, n);
+    }
     let problem = driver::Problem { m, n, k, a, b, beta, ldc, epilogue: *epilogue };
     match level {
         #[cfg(target_arch = "x86_64")]
