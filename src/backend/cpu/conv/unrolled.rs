@@ -14,6 +14,7 @@
 //! masked gather otherwise.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use crate::backend::cpu::gemm::PanelSource;
 use crate::backend::cpu::simd::SimdLevel;
@@ -32,12 +33,42 @@ pub(super) struct UnrolledInput<'a> {
     g: &'a Conv2dGeometry,
     x: &'a [f32],
     q0: usize,
+    /// Every panel's tap table, built on the first pack: the GEMM packs the same panels once
+    /// per k block, and building the table cost as much as filling a block's rows.
+    tables: OnceLock<PanelTables>,
+}
+
+/// The tap tables of all the panels of a B operand `n` columns wide in panels of `nr`; `None`
+/// for a panel whose images are too large for a table.
+struct PanelTables {
+    nr: usize,
+    n: usize,
+    panels: Vec<Option<TapTable>>,
 }
 
 impl<'a> UnrolledInput<'a> {
     pub(super) fn new(level: SimdLevel, g: &'a Conv2dGeometry, x: &'a [f32], q0: usize) -> Self {
         assert!(x.len() >= g.input_len(), "conv2d: input shorter than its geometry");
-        UnrolledInput { level, g, x, q0 }
+        UnrolledInput { level, g, x, q0, tables: OnceLock::new() }
+    }
+
+    /// The tables for panels of `nr` columns out of `n`, built by the first caller.
+    fn tables(&self, nr: usize, n: usize) -> &PanelTables {
+        let g = self.g;
+        let tables = self.tables.get_or_init(|| {
+            let taps = g.kernel_h * g.kernel_w;
+            let panels = (0..n.div_ceil(nr))
+                .map(|i| {
+                    let mut table = TapTable::new(taps, nr);
+                    let (first, width) = (i * nr, (n - i * nr).min(nr));
+                    table.fill(g, self.q0 + first, width).then_some(table)
+                })
+                .collect();
+            PanelTables { nr, n, panels }
+        });
+        // The GEMM asks one operand for one panel width and column count throughout.
+        assert!(tables.nr == nr && tables.n == n, "conv2d: panels of another shape than the first");
+        tables
     }
 
     fn use_avx512(&self, nr: usize) -> bool {
@@ -70,16 +101,15 @@ impl UnrolledInput<'_> {
     ) {
         let g = self.g;
         let taps = g.kernel_h * g.kernel_w;
-        let mut table = TapTable::new(taps, nr);
+        assert!(j0.is_multiple_of(nr), "conv2d: a panel starting at column {j0}");
+        let tables = self.tables(nr, n);
         for (i, panel) in dst.chunks_exact_mut(kc * nr).enumerate() {
             let first = j0 + i * nr;
             let width = n.saturating_sub(first).min(nr);
-            if width == 0 {
-                panel.fill(0.0);
-            } else if table.fill(g, self.q0 + first, width) {
-                fill(&table, RowRange { c: p0 / taps, t: p0 % taps, kc }, panel);
-            } else {
-                fill_direct(g, self.x, self.q0 + first, width, nr, p0, panel);
+            match tables.panels.get(first / nr) {
+                None => panel.fill(0.0),
+                Some(Some(table)) => fill(table, RowRange { c: p0 / taps, t: p0 % taps, kc }, panel),
+                Some(None) => fill_direct(g, self.x, self.q0 + first, width, nr, p0, panel),
             }
         }
     }
@@ -136,8 +166,8 @@ enum Read {
     /// Lane l reads `start + 2 l` (a stride-2 row): two masked loads of 16 floats (`low`,
     /// `high`: the enabled float positions) and a permute that keeps the even ones.
     Pairs { start: i32, low: u16, high: u16 },
-    /// Anywhere else: a masked gather.
-    Gather,
+    /// Anywhere else: a masked gather of the 16 indices from `at` in the table's `index`.
+    Gather { at: u32 },
 }
 
 impl Default for Group {
@@ -162,7 +192,7 @@ struct Run {
 }
 
 /// How each 16-lane group of a panel reads each tap, relative to channel 0 of the panel's first
-/// image (at `base` in x). Gathers read the per-lane indices in `index` ([`MISS`] for lanes that
+/// image (at `base` in x). Gathers read 16 per-lane indices each in `index` ([`MISS`] for lanes that
 /// read nothing).
 struct TapTable {
     taps: usize,
@@ -182,7 +212,7 @@ impl TapTable {
             nr,
             groups_per_tap,
             base: 0,
-            index: vec![MISS; taps * groups_per_tap * GROUP],
+            index: Vec::new(),
             groups: vec![Group::default(); taps * groups_per_tap],
         }
     }
@@ -202,6 +232,7 @@ impl TapTable {
             return false;
         }
         self.base = first_image * image_len;
+        self.index.clear();
         let mut runs = [Run::default(); MAX_LANES];
         let mut count = 0;
         let (mut n, mut oy, mut ox, mut lane) = (first_image, (q % (oh * ow)) / ow, q % ow, 0);
@@ -221,7 +252,7 @@ impl TapTable {
                 let t = ky * g.kernel_w + kx;
                 for h in 0..self.groups_per_tap {
                     let tap = Tap { ky, kx, rows: rows.clone(), cols: cols.clone() };
-                    let group = self.group(g, runs, &tap, t, h);
+                    let group = self.group(g, runs, &tap, h);
                     self.groups[t * self.groups_per_tap + h] = group;
                 }
             }
@@ -231,7 +262,7 @@ impl TapTable {
 
     /// How group `h` (lanes 16h ..) reads tap `t`.
     #[inline(always)]
-    fn group(&mut self, g: &Conv2dGeometry, runs: &[Run], tap: &Tap, t: usize, h: usize) -> Group {
+    fn group(&mut self, g: &Conv2dGeometry, runs: &[Run], tap: &Tap, h: usize) -> Group {
         let lane0 = h * GROUP;
         let step = g.stride_w as i64;
         let (mut mask, mut start, mut aligned) = (0u16, None, true);
@@ -249,23 +280,24 @@ impl TapTable {
                 Read::Pairs { start: s as i32, low: spread(mask & 0xff), high: spread(mask >> 8) }
             }
             Some(_) => {
-                let index = &mut self.index[(t * self.groups_per_tap + h) * GROUP..][..GROUP];
-                index.fill(MISS);
+                let at = self.index.len();
+                self.index.resize(at + GROUP, MISS);
+                let index = &mut self.index[at..];
                 for_each_piece(g, runs, tap, lane0, |a, b, first| {
                     for l in a..b {
                         // In range of i32: a pixel of the panel's images, whose span was checked.
                         index[l - lane0] = (first + step * (l - a) as i64) as i32;
                     }
                 });
-                Read::Gather
+                Read::Gather { at: at as u32 }
             }
         };
         Group { mask, read }
     }
 
-    /// Group `h` of tap `t`'s lane indices (16), for a gather.
-    fn gather_index(&self, t: usize, h: usize) -> &[i32] {
-        &self.index[(t * self.groups_per_tap + h) * GROUP..][..GROUP]
+    /// The 16 lane indices of a gather, from `at`.
+    fn gather_index(&self, at: u32) -> &[i32] {
+        &self.index[at as usize..][..GROUP]
     }
 }
 
@@ -321,7 +353,7 @@ fn fill_scalar(table: &TapTable, x: &[f32], g: &Conv2dGeometry, rows: RowRange, 
                     _ if !reads => 0.0,
                     Read::Unit { start } => plane[(start + l as i32) as usize],
                     Read::Pairs { start, .. } => plane[(start + 2 * l as i32) as usize],
-                    Read::Gather => plane[table.gather_index(t, h)[l] as usize],
+                    Read::Gather { at } => plane[table.gather_index(at)[l] as usize],
                 };
             }
         }
@@ -369,8 +401,8 @@ unsafe fn fill_avx512(table: &TapTable, x: &[f32], g: &Conv2dGeometry, rows: Row
                         let high = _mm512_maskz_loadu_ps(high, at.wrapping_add(GROUP));
                         _mm512_permutex2var_ps(low, evens, high)
                     }
-                    Read::Gather => {
-                        let index = _mm512_loadu_si512(table.gather_index(t, h).as_ptr().cast());
+                    Read::Gather { at } => {
+                        let index = _mm512_loadu_si512(table.gather_index(at).as_ptr().cast());
                         _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, index, plane)
                     }
                 };
