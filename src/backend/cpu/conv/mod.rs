@@ -15,8 +15,8 @@
 //!
 //! Parallelism: with many pixels, tasks (pixel blocks x channel bands) run on rayon's pool, each
 //! owning a disjoint part of the output and summing in a fixed order, so results do not depend
-//! on scheduling. With few pixels (late layers at small batch) a single GEMM call supplies the
-//! parallelism instead of duplicated unrolling.
+//! on scheduling. For one image, or few pixels (late layers at small batch), a single GEMM call
+//! supplies the parallelism, and at batch 1 stores y itself with the fused epilogue.
 
 mod im2col;
 mod scratch;
@@ -149,7 +149,8 @@ pub fn conv2d_forward_with(
     // Blocks sized as if their columns were stored next to their output: measured faster than
     // blocks sized by the output alone, although the GEMM now unrolls x as it packs.
     let budget_blocks = q_total.div_ceil((BLOCK_BYTES / 4 / (k + c_out)).max(MIN_BLOCK));
-    if budget_blocks < target && k * q_total <= WHOLE_MAX {
+    // One image is always one product: the GEMM then stores y itself, finished tile by tile.
+    if g.batch == 1 || (budget_blocks < target && k * q_total <= WHOLE_MAX) {
         forward_whole(level, g, x, w, finish, y);
         return;
     }
@@ -177,8 +178,8 @@ pub fn conv2d_forward_with(
     tasks.into_par_iter().for_each(|(q, co)| parallel::task(|| forward_block(level, g, x, w, finish, q, co, &out)));
 }
 
-/// Forward for few output pixels (late layers at small batch): one GEMM, parallel inside, covers
-/// every output channel and pixel, unrolling x as it packs. Splitting tasks by output channel
+/// Forward for one image, or few output pixels (late layers at small batch): one GEMM, parallel
+/// inside, covers every output channel and pixel, unrolling x as it packs. Splitting tasks by output channel
 /// instead would unroll the same columns once per task.
 fn forward_whole(
     level: SimdLevel,

@@ -33,17 +33,17 @@ pub(super) struct UnrolledInput<'a> {
     g: &'a Conv2dGeometry,
     x: &'a [f32],
     q0: usize,
-    /// Every panel's tap table, built on the first pack: the GEMM packs the same panels once
-    /// per k block, and building the table cost as much as filling a block's rows.
+    /// Every panel's tap table, built when the panel is first packed: the GEMM packs the same
+    /// panels once per k block, and building a table cost as much as filling a block's rows.
     tables: OnceLock<PanelTables>,
 }
 
-/// The tap tables of all the panels of a B operand `n` columns wide in panels of `nr`; `None`
-/// for a panel whose images are too large for a table.
+/// The tap tables of the panels of a B operand `n` columns wide in panels of `nr`, each built
+/// on first use; `None` for a panel whose images are too large for a table.
 struct PanelTables {
     nr: usize,
     n: usize,
-    panels: Vec<Option<TapTable>>,
+    panels: Vec<OnceLock<Option<TapTable>>>,
 }
 
 impl<'a> UnrolledInput<'a> {
@@ -52,23 +52,24 @@ impl<'a> UnrolledInput<'a> {
         UnrolledInput { level, g, x, q0, tables: OnceLock::new() }
     }
 
-    /// The tables for panels of `nr` columns out of `n`, built by the first caller.
-    fn tables(&self, nr: usize, n: usize) -> &PanelTables {
+    /// The tap table of panel `i` (of `nr` columns out of `n`), built by its first user: the
+    /// tiles of a parallel GEMM own disjoint panels, so they build their tables side by side.
+    /// `None` when the panel's images are too large for a table.
+    fn table(&self, nr: usize, n: usize, i: usize) -> Option<&TapTable> {
         let g = self.g;
-        let tables = self.tables.get_or_init(|| {
-            let taps = g.kernel_h * g.kernel_w;
-            let panels = (0..n.div_ceil(nr))
-                .map(|i| {
-                    let mut table = TapTable::new(taps, nr);
-                    let (first, width) = (i * nr, (n - i * nr).min(nr));
-                    table.fill(g, self.q0 + first, width).then_some(table)
-                })
-                .collect();
-            PanelTables { nr, n, panels }
+        let tables = self.tables.get_or_init(|| PanelTables {
+            nr,
+            n,
+            panels: (0..n.div_ceil(nr)).map(|_| OnceLock::new()).collect(),
         });
         // The GEMM asks one operand for one panel width and column count throughout.
         assert!(tables.nr == nr && tables.n == n, "conv2d: panels of another shape than the first");
-        tables
+        let table = tables.panels[i].get_or_init(|| {
+            let mut table = TapTable::new(g.kernel_h * g.kernel_w, nr);
+            let (first, width) = (i * nr, (n - i * nr).min(nr));
+            table.fill(g, self.q0 + first, width).then_some(table)
+        });
+        table.as_ref()
     }
 
     fn use_avx512(&self, nr: usize) -> bool {
@@ -102,14 +103,16 @@ impl UnrolledInput<'_> {
         let g = self.g;
         let taps = g.kernel_h * g.kernel_w;
         assert!(j0.is_multiple_of(nr), "conv2d: a panel starting at column {j0}");
-        let tables = self.tables(nr, n);
         for (i, panel) in dst.chunks_exact_mut(kc * nr).enumerate() {
             let first = j0 + i * nr;
             let width = n.saturating_sub(first).min(nr);
-            match tables.panels.get(first / nr) {
-                None => panel.fill(0.0),
-                Some(Some(table)) => fill(table, RowRange { c: p0 / taps, t: p0 % taps, kc }, panel),
-                Some(None) => fill_direct(g, self.x, self.q0 + first, width, nr, p0, panel),
+            if width == 0 {
+                panel.fill(0.0);
+                continue;
+            }
+            match self.table(nr, n, first / nr) {
+                Some(table) => fill(table, RowRange { c: p0 / taps, t: p0 % taps, kc }, panel),
+                None => fill_direct(g, self.x, self.q0 + first, width, nr, p0, panel),
             }
         }
     }
