@@ -35,7 +35,7 @@ pub(super) fn segments(q: Range<usize>, plane: usize) -> Vec<Segment> {
 
 /// The output positions `lo..hi` (along one axis) whose input position `o * stride + k - pad`
 /// falls inside `0..in_len`.
-fn valid_range(k: usize, pad: usize, stride: usize, in_len: usize, out_len: usize) -> (usize, usize) {
+pub(super) fn valid_range(k: usize, pad: usize, stride: usize, in_len: usize, out_len: usize) -> (usize, usize) {
     let lo = if k >= pad { 0 } else { (pad - k).div_ceil(stride) };
     let hi = if in_len + pad <= k { 0 } else { ((in_len - 1 + pad - k) / stride + 1).min(out_len) };
     (lo.min(out_len), hi.max(lo.min(out_len)))

@@ -179,8 +179,8 @@ pub fn conv2d_forward_with(
 }
 
 /// Forward for one image, or few output pixels (late layers at small batch): one GEMM, parallel
-/// inside, covers every output channel and pixel, unrolling x as it packs. Splitting tasks by output channel
-/// instead would unroll the same columns once per task.
+/// inside, covers every output channel and pixel, unrolling x as it packs. Splitting tasks by
+/// output channel instead would unroll the same columns once per task.
 fn forward_whole(
     level: SimdLevel,
     g: &Conv2dGeometry,

@@ -5,13 +5,12 @@
 //! the column matrix's round trip through L2: im2col would write it and the GEMM's packing
 //! would read it back.
 //!
-//! For each panel (`nr` output pixels) a [`TapTable`] holds, for every tap and lane, the index in
-//! x of the pixel the lane reads in channel 0, relative to the panel's first image, or
-//! [`MISS`] (padding, or a lane past the last column). A panel row is then channel c's plane
-//! read at those indices. With AVX-512 that is 16 lanes at a time: one masked load where the
-//! lanes read consecutive floats (stride-1 convs as wide as their input, within one image), two
-//! loads and a permute where they read every other float (stride 2, within an input row), a
-//! masked gather otherwise.
+//! For each panel (`nr` output pixels), [`PanelTaps`] records per kernel tap how each group of 16
+//! lanes reads channel 0 of the panel's first image: which lanes read (the others, over the
+//! padding or past the last column, get zero) and whether they read consecutive floats (a
+//! stride-1 row: one masked load), every other float (a stride-2 row: two loads and a permute)
+//! or anything else (a masked gather of per-lane indices). A panel row is then channel c's plane
+//! read that way, 16 lanes at a time with AVX-512.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -19,6 +18,8 @@ use std::sync::OnceLock;
 use crate::backend::cpu::gemm::PanelSource;
 use crate::backend::cpu::simd::SimdLevel;
 use crate::backend::geometry::Conv2dGeometry;
+
+use super::im2col::valid_range;
 
 /// A tap table entry for a lane that reads nothing (zero).
 const MISS: i32 = -1;
@@ -43,7 +44,7 @@ pub(super) struct UnrolledInput<'a> {
 struct PanelTables {
     nr: usize,
     n: usize,
-    panels: Vec<OnceLock<Option<TapTable>>>,
+    panels: Vec<OnceLock<Option<PanelTaps>>>,
 }
 
 impl<'a> UnrolledInput<'a> {
@@ -55,7 +56,7 @@ impl<'a> UnrolledInput<'a> {
     /// The tap table of panel `i` (of `nr` columns out of `n`), built by its first user: the
     /// tiles of a parallel GEMM own disjoint panels, so they build their tables side by side.
     /// `None` when the panel's images are too large for a table.
-    fn table(&self, nr: usize, n: usize, i: usize) -> Option<&TapTable> {
+    fn table(&self, nr: usize, n: usize, i: usize) -> Option<&PanelTaps> {
         let g = self.g;
         let tables = self.tables.get_or_init(|| PanelTables {
             nr,
@@ -65,7 +66,7 @@ impl<'a> UnrolledInput<'a> {
         // The GEMM asks one operand for one panel width and column count throughout.
         assert!(tables.nr == nr && tables.n == n, "conv2d: panels of another shape than the first");
         let table = tables.panels[i].get_or_init(|| {
-            let mut table = TapTable::new(g.kernel_h * g.kernel_w, nr);
+            let mut table = PanelTaps::new(g.kernel_h * g.kernel_w, nr);
             let (first, width) = (i * nr, (n - i * nr).min(nr));
             table.fill(g, self.q0 + first, width).then_some(table)
         });
@@ -98,7 +99,7 @@ impl UnrolledInput<'_> {
         n: usize,
         p0: usize,
         kc: usize,
-        fill: impl Fn(&TapTable, RowRange, &mut [f32]),
+        fill: impl Fn(&PanelTaps, RowRange, &mut [f32]),
     ) {
         let g = self.g;
         let taps = g.kernel_h * g.kernel_w;
@@ -197,7 +198,7 @@ struct Run {
 /// How each 16-lane group of a panel reads each tap, relative to channel 0 of the panel's first
 /// image (at `base` in x). Gathers read 16 per-lane indices each in `index` ([`MISS`] for lanes that
 /// read nothing).
-struct TapTable {
+struct PanelTaps {
     taps: usize,
     nr: usize,
     groups_per_tap: usize,
@@ -206,11 +207,11 @@ struct TapTable {
     groups: Vec<Group>,
 }
 
-impl TapTable {
-    fn new(taps: usize, nr: usize) -> TapTable {
+impl PanelTaps {
+    fn new(taps: usize, nr: usize) -> PanelTaps {
         assert!(nr <= MAX_LANES, "conv2d: panels of {nr} columns");
         let groups_per_tap = nr.div_ceil(GROUP);
-        TapTable {
+        PanelTaps {
             taps,
             nr,
             groups_per_tap,
@@ -249,12 +250,12 @@ impl TapTable {
         }
         let runs = &runs[..count];
         for ky in 0..g.kernel_h {
-            let rows = output_range(ky, g.pad_h, g.stride_h, g.in_h, oh);
+            let (y0, y1) = valid_range(ky, g.pad_h, g.stride_h, g.in_h, oh);
             for kx in 0..g.kernel_w {
-                let cols = output_range(kx, g.pad_w, g.stride_w, g.in_w, ow);
+                let (x0, x1) = valid_range(kx, g.pad_w, g.stride_w, g.in_w, ow);
+                let tap = Tap { ky, kx, rows: y0..y1, cols: x0..x1 };
                 let t = ky * g.kernel_w + kx;
                 for h in 0..self.groups_per_tap {
-                    let tap = Tap { ky, kx, rows: rows.clone(), cols: cols.clone() };
                     let group = self.group(g, runs, &tap, h);
                     self.groups[t * self.groups_per_tap + h] = group;
                 }
@@ -263,7 +264,7 @@ impl TapTable {
         true
     }
 
-    /// How group `h` (lanes 16h ..) reads tap `t`.
+    /// How group `h` (lanes 16h ..) reads through `tap`.
     #[inline(always)]
     fn group(&mut self, g: &Conv2dGeometry, runs: &[Run], tap: &Tap, h: usize) -> Group {
         let lane0 = h * GROUP;
@@ -334,16 +335,8 @@ struct Tap {
     cols: Range<usize>,
 }
 
-/// The output positions (along one axis, `out_len` of them) whose input position
-/// `o * stride + k - pad` falls inside `0..in_len`.
-fn output_range(k: usize, pad: usize, stride: usize, in_len: usize, out_len: usize) -> Range<usize> {
-    let lo = if k >= pad { 0 } else { (pad - k).div_ceil(stride) }.min(out_len);
-    let hi = if in_len + pad <= k { 0 } else { ((in_len - 1 + pad - k) / stride + 1).min(out_len) };
-    lo..hi.max(lo)
-}
-
 /// Panel rows from the table, one float at a time.
-fn fill_scalar(table: &TapTable, x: &[f32], g: &Conv2dGeometry, rows: RowRange, panel: &mut [f32]) {
+fn fill_scalar(table: &PanelTaps, x: &[f32], g: &Conv2dGeometry, rows: RowRange, panel: &mut [f32]) {
     let hw = g.in_h * g.in_w;
     let RowRange { mut c, mut t, kc } = rows;
     for row in panel.chunks_exact_mut(table.nr).take(kc) {
@@ -367,8 +360,8 @@ fn fill_scalar(table: &TapTable, x: &[f32], g: &Conv2dGeometry, rows: RowRange, 
     }
 }
 
-/// Panel rows from the table, 16 lanes at a time: a masked load for consecutive lanes, a masked
-/// gather otherwise.
+/// Panel rows from the table, 16 lanes at a time: a masked load for consecutive lanes, two
+/// loads and a permute for every other float, a masked gather otherwise.
 ///
 /// # Safety
 /// The CPU supports AVX-512F; `table` was filled for geometry `g`, whose input `x` holds; the
@@ -376,7 +369,7 @@ fn fill_scalar(table: &TapTable, x: &[f32], g: &Conv2dGeometry, rows: RowRange, 
 /// below `C_in`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fill_avx512(table: &TapTable, x: &[f32], g: &Conv2dGeometry, rows: RowRange, panel: &mut [f32]) {
+unsafe fn fill_avx512(table: &PanelTaps, x: &[f32], g: &Conv2dGeometry, rows: RowRange, panel: &mut [f32]) {
     use std::arch::x86_64::*;
     let hw = g.in_h * g.in_w;
     let RowRange { mut c, mut t, kc } = rows;
@@ -419,7 +412,7 @@ unsafe fn fill_avx512(table: &TapTable, x: &[f32], g: &Conv2dGeometry, rows: Row
     }
 }
 
-/// Panel rows computed pixel by pixel, for images too large for a [`TapTable`].
+/// Panel rows computed pixel by pixel, for images too large for a [`PanelTaps`].
 fn fill_direct(g: &Conv2dGeometry, x: &[f32], q: usize, width: usize, nr: usize, p0: usize, panel: &mut [f32]) {
     let (taps, hw, plane, ow) = (g.kernel_h * g.kernel_w, g.in_h * g.in_w, g.out_h() * g.out_w(), g.out_w());
     for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
