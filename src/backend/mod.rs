@@ -73,7 +73,7 @@ impl std::fmt::Display for Device {
 }
 
 /// Device-resident f32 data. One variant per kind of memory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Storage {
     /// Host memory.
     Cpu(Vec<f32>),
@@ -82,6 +82,25 @@ pub enum Storage {
     Mapped(MappedF32),
     /// CUDA device memory (or its CPU emulation).
     Cuda(cuda::DeviceStorage),
+}
+
+impl Clone for Storage {
+    fn clone(&self) -> Storage {
+        match self {
+            Storage::Cpu(v) => Storage::Cpu(cpu::buffers::copy_of(v)),
+            Storage::Mapped(m) => Storage::Mapped(m.clone()),
+            Storage::Cuda(d) => Storage::Cuda(d.clone()),
+        }
+    }
+}
+
+impl Drop for Storage {
+    /// Host vectors go back to the CPU backend's buffer pool for the next op of that size.
+    fn drop(&mut self) {
+        if let Storage::Cpu(v) = self {
+            cpu::buffers::recycle(std::mem::take(v));
+        }
+    }
 }
 
 impl Storage {

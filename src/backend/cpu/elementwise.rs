@@ -1,6 +1,7 @@
 //! Elementwise CPU kernels: arithmetic, activations, dropout masks and whole-tensor reductions.
 //! All are memory-bound: one pass over memory, split across the worker pool for large tensors.
 
+use super::buffers;
 use crate::backend::philox;
 use rayon::prelude::*;
 
@@ -10,7 +11,7 @@ const CHUNK: usize = 1 << 14;
 
 /// out[i] = f(a[i]).
 pub fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
+    let mut out = buffers::uninit(a.len());
     if a.len() < PARALLEL_MIN {
         out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x));
     } else {
@@ -24,7 +25,7 @@ pub fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 /// out[i] = f(a[i], b[i]).
 pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     debug_assert_eq!(a.len(), b.len());
-    let mut out = vec![0.0; a.len()];
+    let mut out = buffers::uninit(a.len());
     if a.len() < PARALLEL_MIN {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = f(x, y);
@@ -93,7 +94,7 @@ pub fn dropout_mask(len: usize, p: f32, seed: u64) -> Vec<f32> {
             }
         }
     };
-    let mut out = vec![0.0; len];
+    let mut out = buffers::uninit(len);
     if len < PARALLEL_MIN {
         fill(0, &mut out);
     } else {

@@ -1,5 +1,6 @@
 //! Matrix helpers around the GEMM kernel: products, row-broadcast bias, column sums, transposes.
 
+use super::buffers;
 use super::gemm::{sgemm, Layout, MatRef};
 use super::simd::SimdLevel;
 
@@ -15,7 +16,7 @@ pub fn matmul(
     k: usize,
     n: usize,
 ) -> Vec<f32> {
-    let mut c = vec![0.0; m * n];
+    let mut c = buffers::uninit(m * n);
     let lda = if a_layout == Layout::Normal { k } else { m };
     let ldb = if b_layout == Layout::Normal { n } else { k };
     sgemm(
@@ -51,7 +52,7 @@ pub fn sum_rows(x: &[f32], cols: usize) -> Vec<f32> {
 /// Transpose of x[rows x cols], in cache-sized tiles.
 pub fn transpose2d(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 32;
-    let mut out = vec![0.0; rows * cols];
+    let mut out = buffers::uninit(rows * cols);
     for r0 in (0..rows).step_by(TILE) {
         for c0 in (0..cols).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {

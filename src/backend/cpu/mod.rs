@@ -1,6 +1,7 @@
 //! The CPU backend: host memory and hand-written kernels, one file per op family, named as the
 //! op files in `crate::ops` and the CUDA kernels in `kernels/` are.
 
+pub mod buffers;
 pub mod concat;
 pub mod conv;
 pub mod elementwise;
@@ -63,10 +64,14 @@ impl Backend for CpuBackend {
         Ok(Storage::Cpu(data))
     }
     fn copy_to_host(&self, s: &Storage) -> Result<Vec<f32>> {
-        Ok(host(s)?.to_vec())
+        Ok(buffers::copy_of(host(s)?))
     }
     fn full(&self, len: usize, value: f32) -> Result<Storage> {
-        Ok(Storage::Cpu(vec![value; len]))
+        let mut data = if value == 0.0 { buffers::zeroed(len) } else { buffers::uninit(len) };
+        if value != 0.0 {
+            data.fill(value);
+        }
+        Ok(Storage::Cpu(data))
     }
 
     fn add(&self, a: &Storage, b: &Storage) -> Result<Storage> {
@@ -129,7 +134,7 @@ impl Backend for CpuBackend {
     }
 
     fn conv2d_forward(&self, g: &Conv2dGeometry, x: &Storage, w: &Storage, bias: Option<&Storage>) -> Result<Storage> {
-        let mut y = vec![0.0; g.output_len()];
+        let mut y = buffers::uninit(g.output_len());
         conv::conv2d_forward(self.level, g, host(x)?, host(w)?, host_opt(bias)?, &mut y);
         Ok(Storage::Cpu(y))
     }
@@ -168,17 +173,17 @@ impl Backend for CpuBackend {
         );
         let weights = conv::ConvWeights { data: w, packed: Some(&packed) };
         let finish = conv::ConvFinish { bias, norm, residual, relu: finish.relu };
-        let mut y = vec![0.0; g.output_len()];
+        let mut y = buffers::uninit(g.output_len());
         conv::conv2d_forward_with(level, g, x, weights, &finish, &mut y);
         Ok(Storage::Cpu(y))
     }
     fn conv2d_backward_input(&self, g: &Conv2dGeometry, dy: &Storage, w: &Storage) -> Result<Storage> {
-        let mut dx = vec![0.0; g.input_len()];
+        let mut dx = buffers::uninit(g.input_len());
         conv::conv2d_backward_input(self.level, g, host(dy)?, host(w)?, &mut dx);
         Ok(Storage::Cpu(dx))
     }
     fn conv2d_backward_weight(&self, g: &Conv2dGeometry, x: &Storage, dy: &Storage) -> Result<Storage> {
-        let mut dw = vec![0.0; g.weight_len()];
+        let mut dw = buffers::uninit(g.weight_len());
         conv::conv2d_backward_weight(self.level, g, host(x)?, host(dy)?, &mut dw);
         Ok(Storage::Cpu(dw))
     }

@@ -1,6 +1,7 @@
 //! Batch normalisation on the CPU (BatchNorm1d and 2d share it: a [N, C] input is [N, C, 1]).
 //! Statistics are accumulated in f64 per channel, so they stay accurate for large batches.
 
+use super::buffers;
 use crate::backend::NormShape;
 use rayon::prelude::*;
 
@@ -117,7 +118,7 @@ pub fn normalize_parts(
         first.push(owner.len());
         owner.extend(std::iter::repeat_n(i, channels));
     }
-    let mut y = vec![0.0; s.batch * s.channels * s.plane];
+    let mut y = buffers::uninit(s.batch * s.channels * s.plane);
     if let ([(x, _)], 1) = (parts, s.plane) {
         normalize_rows(s, x, mean, inv_std, gamma, beta, relu, &mut y);
         return y;
@@ -235,7 +236,7 @@ pub fn batch_norm_backward(
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
     let count = s.per_channel() as f32;
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = buffers::uninit(x.len());
     let plane_len = s.plane.max(1);
     dx.par_chunks_mut(plane_len).zip(x.par_chunks(plane_len).zip(dy.par_chunks(plane_len))).enumerate().for_each(
         |(i, (dx, (x, dy)))| {
@@ -279,7 +280,7 @@ fn backward_rows(
     let dbeta: Vec<f32> = sdy.iter().map(|&v| v as f32).collect();
     let dgamma: Vec<f32> = sdyx.iter().map(|&v| v as f32).collect();
     let count = s.per_channel() as f32;
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = buffers::uninit(x.len());
     for ((o, xr), dr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
         for ch in 0..c {
             let k = gamma[ch] * inv_std[ch];

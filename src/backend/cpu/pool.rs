@@ -1,6 +1,7 @@
 //! Pooling on the CPU: max pool, average pool and global average pool, forward and backward.
 //! Each (n, c) plane is independent, so planes are spread over the worker pool.
 
+use super::buffers;
 use crate::backend::geometry::Pool2dGeometry;
 use rayon::prelude::*;
 
@@ -35,7 +36,7 @@ fn argmax(g: &Pool2dGeometry, x: &[f32], oy: usize, ox: usize) -> usize {
 pub fn max_pool2d_forward(g: &Pool2dGeometry, x: &[f32]) -> Vec<f32> {
     let (oh, ow) = (g.out_h(), g.out_w());
     let in_plane = g.in_h * g.in_w;
-    let mut y = vec![0.0; g.output_len()];
+    let mut y = buffers::uninit(g.output_len());
     y.par_chunks_mut(oh * ow).zip(x.par_chunks(in_plane)).for_each_init(
         || vec![0.0f32; g.in_h * ow],
         |rows_max, (y, x)| {
@@ -99,22 +100,15 @@ fn nan_max(a: f32, b: f32) -> f32 {
     }
 }
 
-/// Zeroes a plane that is about to be accumulated into, even though it already reads as zero.
-/// A large fresh zeroed allocation is mapped lazily to the kernel's shared zero page; reading a
-/// page before writing it (`dx[i] += ..`) then costs a copy-on-write fault and a TLB shootdown
-/// sent to every other core, for every 4 KiB. Writing first takes a plain page fault instead: at
-/// ResNet18's batch 32 those shootdowns were 8% of a training step.
-fn write_zeros(plane: &mut [f32]) {
-    plane.fill(0.0);
-}
-
 /// Max pool backward: each output gradient goes to its window's first maximum.
 pub fn max_pool2d_backward(g: &Pool2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (oh, ow) = (g.out_h(), g.out_w());
     let in_plane = g.in_h * g.in_w;
-    let mut dx = vec![0.0; g.input_len()];
+    let mut dx = buffers::uninit(g.input_len());
     dx.par_chunks_mut(in_plane).zip(x.par_chunks(in_plane).zip(dy.par_chunks(oh * ow))).for_each(|(dx, (x, dy))| {
-        write_zeros(dx);
+        // The buffer is recycled (stale values), and zeroing per plane inside the task also
+        // touches a fresh allocation's pages by writing, which beats a read-first fault.
+        dx.fill(0.0);
         for oy in 0..oh {
             for ox in 0..ow {
                 dx[argmax(g, x, oy, ox)] += dy[oy * ow + ox];
@@ -129,7 +123,7 @@ pub fn avg_pool2d_forward(g: &Pool2dGeometry, x: &[f32]) -> Vec<f32> {
     let (oh, ow) = (g.out_h(), g.out_w());
     let in_plane = g.in_h * g.in_w;
     let inv = 1.0 / (g.kernel * g.kernel) as f32;
-    let mut y = vec![0.0; g.output_len()];
+    let mut y = buffers::uninit(g.output_len());
     y.par_chunks_mut(oh * ow).zip(x.par_chunks(in_plane)).for_each(|(y, x)| {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -150,9 +144,9 @@ pub fn avg_pool2d_backward(g: &Pool2dGeometry, dy: &[f32]) -> Vec<f32> {
     let (oh, ow) = (g.out_h(), g.out_w());
     let in_plane = g.in_h * g.in_w;
     let inv = 1.0 / (g.kernel * g.kernel) as f32;
-    let mut dx = vec![0.0; g.input_len()];
+    let mut dx = buffers::uninit(g.input_len());
     dx.par_chunks_mut(in_plane).zip(dy.par_chunks(oh * ow)).for_each(|(dx, dy)| {
-        write_zeros(dx);
+        dx.fill(0.0);
         for oy in 0..oh {
             for ox in 0..ow {
                 let d = dy[oy * ow + ox] * inv;
@@ -175,7 +169,7 @@ pub fn global_avg_pool_forward(x: &[f32], plane: usize) -> Vec<f32> {
 /// Spreads dy[row] / plane over the row's plane.
 pub fn global_avg_pool_backward(dy: &[f32], plane: usize) -> Vec<f32> {
     let inv = 1.0 / plane as f32;
-    let mut dx = vec![0.0; dy.len() * plane];
+    let mut dx = buffers::uninit(dy.len() * plane);
     dx.par_chunks_mut(plane).zip(dy.par_iter()).for_each(|(p, &d)| p.fill(d * inv));
     dx
 }

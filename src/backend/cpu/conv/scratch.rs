@@ -1,6 +1,6 @@
 //! Per-thread scratch buffers and a shared output handle for tasks writing disjoint regions.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::marker::PhantomData;
 
 /// Which per-thread buffer a caller wants; a task may hold several at once, one per slot.
@@ -14,27 +14,36 @@ pub(super) enum Slot {
     Gather = 2,
 }
 
+/// Buffers kept per slot and thread: one per level of task nesting seen at once.
+const KEPT_PER_SLOT: usize = 4;
+
 thread_local! {
     // Buffers are moved out while in use, so a task that rayon starts on this thread while
-    // another one waits (work stealing inside a nested join) finds an empty slot and allocates
-    // instead of aliasing the busy buffer.
-    static SLOTS: [Cell<Vec<f32>>; 3] =
-        const { [Cell::new(Vec::new()), Cell::new(Vec::new()), Cell::new(Vec::new())] };
+    // another one waits (work stealing inside a nested join) takes the next spare buffer instead
+    // of aliasing the busy one. Keeping spares (rather than only the one largest buffer) stops
+    // such nested tasks from allocating, and page-faulting in, a fresh buffer every time.
+    static SLOTS: [RefCell<Vec<Vec<f32>>>; 3] =
+        const { [RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
 }
 
-/// Runs `f` on this thread's buffer of `slot`, grown to at least `len` floats. The contents are
-/// stale values from earlier calls: callers overwrite every element they read.
+/// Runs `f` on one of this thread's buffers of `slot`, grown to at least `len` floats. The
+/// contents are stale values from earlier calls: callers overwrite every element they read.
 pub(super) fn with_scratch<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let idx = slot as usize;
-    let mut buf = SLOTS.with(|s| s[idx].take());
+    let mut buf = SLOTS.with(|s| s[idx].borrow_mut().pop()).unwrap_or_default();
     if buf.len() < len {
         // Growing only: buffers keep the largest size seen so repeated calls never allocate.
         buf = vec![0.0; len];
     }
     let result = f(&mut buf[..len]);
     SLOTS.with(|s| {
-        let other = s[idx].take();
-        s[idx].set(if other.len() > buf.len() { other } else { buf });
+        let mut spares = s[idx].borrow_mut();
+        spares.push(buf);
+        if spares.len() > KEPT_PER_SLOT {
+            // Largest last, so the outermost (next) call gets the largest; the smallest goes.
+            spares.sort_by_key(Vec::len);
+            spares.remove(0);
+        }
     });
     result
 }

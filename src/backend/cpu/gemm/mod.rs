@@ -192,6 +192,15 @@ impl std::fmt::Debug for Panels {
     }
 }
 
+impl Drop for Panels {
+    /// Weights packed for one forward (training repacks every step) go back to the pool.
+    fn drop(&mut self) {
+        if let Panels::Owned(v) = self {
+            super::buffers::recycle(std::mem::take(v));
+        }
+    }
+}
+
 impl Panels {
     fn as_slice(&self) -> &[f32] {
         match self {
@@ -248,7 +257,8 @@ pub fn panel_rows(level: SimdLevel) -> usize {
 /// Packs A (`m x k`, m, k > 0) for repeated products with `level`'s kernel, into memory of its
 /// own (to keep across calls).
 pub fn pack_a(level: SimdLevel, m: usize, k: usize, a: MatRef<'_>) -> PackedA {
-    pack_a_into(level, m, k, a, |len| Panels::Owned(vec![0.0; len]))
+    // Packing writes every float, padding included, so a recycled buffer needs no clearing.
+    pack_a_into(level, m, k, a, |len| Panels::Owned(super::buffers::uninit(len)))
 }
 
 /// [`pack_a`] into this thread's reusable call buffer, for the products of one call (a
