@@ -435,9 +435,8 @@ fn weight_band(
     c: &mut [f32],
 ) {
     let (plane, m, mc) = (plane_out(g), rows.len(), co.len());
-    let q_total = g.batch * plane;
-    let nb = block_len(q_total, (BLOCK_BYTES / 4 / (m + mc)).max(MIN_REDUCTION_BLOCK));
-    for (i, blk) in ranges(q_total, nb).into_iter().enumerate() {
+    let want = (BLOCK_BYTES / 4 / (m + mc)).max(MIN_REDUCTION_BLOCK);
+    for (i, blk) in reduction_blocks(g.batch, plane, want).into_iter().enumerate() {
         let beta = if i == 0 { 0.0 } else { 1.0 };
         let segs = segments(blk.clone(), plane);
         let len = blk.len();
@@ -517,6 +516,22 @@ fn block_len(total: usize, want: usize) -> usize {
     want.div_ceil(BLOCK_ALIGN).saturating_mul(BLOCK_ALIGN).clamp(1, total.max(1))
 }
 
+/// The pixel blocks (over all `batch * plane` output pixels) a weight gradient sums, each near
+/// `want` long. Planes of at least [`MIN_REDUCTION_BLOCK`] pixels are cut within images, so each
+/// block's dY rows are read in place; crossing an image boundary would gather them into scratch
+/// first. Smaller planes are grouped several images to a block.
+fn reduction_blocks(batch: usize, plane: usize, want: usize) -> Vec<Range<usize>> {
+    if plane < MIN_REDUCTION_BLOCK {
+        let total = batch * plane;
+        return ranges(total, block_len(total, want));
+    }
+    let pieces = plane.div_ceil(want);
+    let len = plane.div_ceil(pieces);
+    (0..batch)
+        .flat_map(|n| ranges(plane, len).into_iter().map(move |r| n * plane + r.start..n * plane + r.end))
+        .collect()
+}
+
 /// `0..total` cut into pieces of `len` (the last one shorter).
 fn ranges(total: usize, len: usize) -> Vec<Range<usize>> {
     (0..total).step_by(len.max(1)).map(|s| s..(s + len).min(total)).collect()
@@ -532,4 +547,36 @@ fn aligned_ranges(total: usize, parts: usize, align: usize) -> Vec<Range<usize>>
 fn even_ranges(total: usize, parts: usize) -> Vec<Range<usize>> {
     let parts = parts.clamp(1, total.max(1));
     (0..parts).map(|i| i * total / parts..(i + 1) * total / parts).filter(|r| !r.is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covers_in_order(blocks: &[Range<usize>], total: usize) -> bool {
+        blocks.first().is_none_or(|b| b.start == 0)
+            && blocks.windows(2).all(|w| w[0].end == w[1].start)
+            && blocks.last().map_or(total == 0, |b| b.end == total)
+    }
+
+    #[test]
+    fn reduction_blocks_stay_within_images_when_planes_are_large() {
+        for (batch, plane, want) in [(3, 3136, 1260), (2, 784, 1260), (4, 300, 256), (5, 1000, 999)] {
+            let blocks = reduction_blocks(batch, plane, want);
+            assert!(covers_in_order(&blocks, batch * plane), "{batch}x{plane}: {blocks:?}");
+            for b in &blocks {
+                assert_eq!(b.start / plane, (b.end - 1) / plane, "{b:?} crosses an image of {plane} pixels");
+                assert!(b.len() <= want.max(plane.div_ceil(plane.div_ceil(want))), "{b:?} longer than {want}");
+            }
+        }
+        // 3136 pixels at about 1260 a block: three balanced pieces per image.
+        assert_eq!(reduction_blocks(1, 3136, 1260), [0..1046, 1046..2092, 2092..3136]);
+    }
+
+    #[test]
+    fn reduction_blocks_group_small_planes_across_images() {
+        let blocks = reduction_blocks(32, 49, 600);
+        assert!(covers_in_order(&blocks, 32 * 49));
+        assert!(blocks.iter().all(|b| b.len() >= 600 || b.end == 32 * 49), "{blocks:?}");
+    }
 }
