@@ -388,7 +388,8 @@ pub fn conv2d_backward_weight(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], d
         });
         return;
     }
-    let bands = even_ranges(k, target.min(k.div_ceil(16)));
+    // Bands are the GEMM's columns: whole 32-column tiles, so no band ends in a half-empty one.
+    let bands = aligned_ranges(k, target.min(k.div_ceil(16)), BLOCK_ALIGN);
     let out = SharedOut::new(dw);
     bands.into_par_iter().for_each(|rows| {
         let m = rows.len();

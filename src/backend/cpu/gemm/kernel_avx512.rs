@@ -3,7 +3,8 @@
 //! Per k step it loads two zmm of B and issues 28 FMAs whose A operand is a broadcast straight
 //! from memory (`vfmadd231ps zmm, zmm, [mem]{1to16}`), so 30 of the 32 registers are in use and
 //! the two FMA ports never wait on a shuffle. Edge tiles use masked loads/stores: the packed
-//! panels are zero-padded, so the kernel always computes the full tile and only the store is cut.
+//! panels are zero-padded, so an edge tile computes all 32 columns (only the store is cut) but
+//! only its own rows (one kernel per row count).
 
 use std::arch::x86_64::*;
 
@@ -142,7 +143,9 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     out
 }
 
-/// See [`MicroKernel::tile`].
+/// See [`MicroKernel::tile`]. Dispatches on the tile's row count, so an edge tile of a few rows
+/// (C_out = 32 is 14 + 14 + 4 rows, DenseNet's growth convolutions) costs its own rows' FMAs
+/// instead of a full tile's.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel(
@@ -155,16 +158,42 @@ unsafe fn kernel(
     cols: usize,
     beta: f32,
 ) {
+    macro_rules! by_rows {
+        ($($r:literal)*) => {
+            match rows {
+                // SAFETY: forwarded contract; R == rows.
+                $($r => unsafe { kernel_rows::<$r>(kc, a, b, c, ldc, cols, beta) },)*
+                _ => panic!("micro-kernel tile of {rows} rows (1..={MR})"),
+            }
+        };
+    }
+    by_rows!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+}
+
+/// The tile's first `R` rows (of a panel packed `MR` rows wide).
+///
+/// # Safety
+/// As [`MicroKernel::tile`] with `rows == R <= MR`.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_rows<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    beta: f32,
+) {
     // Start fetching the C tile now so the loads after the k loop hit L1. Prefetches never
     // fault, so the tile's possibly-unused tail needs no care.
-    for r in 0..rows {
+    for r in 0..R {
         let row = c.wrapping_add(r * ldc).cast::<i8>();
         _mm_prefetch::<_MM_HINT_T0>(row);
         _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * NR - 4));
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     // SAFETY: the caller guarantees `kc * MR` floats at `a` and `kc * NR` at `b`; step p reads
-    // a[p * MR .. p * MR + MR] and b[p * NR .. p * NR + NR].
+    // a[p * MR .. p * MR + R] and b[p * NR .. p * NR + NR].
     unsafe {
         for p in 0..kc {
             // B streams from L2: ask for it a few steps ahead (prefetches never fault).
@@ -182,7 +211,7 @@ unsafe fn kernel(
     }
     let lo = lane_mask(cols);
     let hi = lane_mask(cols.saturating_sub(16));
-    for (r, acc_r) in acc.iter().enumerate().take(rows) {
+    for (r, acc_r) in acc.iter().enumerate() {
         // SAFETY: row r < rows of the tile is writable for `cols` floats (caller's contract), and
         // the masks enable exactly lanes 0..cols: masked-off lanes are neither read nor written.
         unsafe {
