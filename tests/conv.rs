@@ -354,6 +354,8 @@ fn resnet18_shapes_spot_check() {
         geometry(2, 128, 32, 28, 28, 1, 1, 0),
         // Several images whose planes the weight gradient sums in pieces within each image.
         geometry(3, 32, 48, 40, 40, 3, 1, 1),
+        // A pointwise weight gradient large enough to be split by pixels across tasks.
+        geometry(3, 96, 40, 64, 64, 1, 1, 0),
     ];
     for (s, g) in shapes.into_iter().enumerate() {
         let case = Case::new(g, true, 1000 + s as u64);

@@ -26,6 +26,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::buffers;
 use super::gemm::{pack_a, pack_a_for_call, sgemm, sgemm_with, AOperand, BOperand, Epilogue, MatRef, PackedA, RowNorm};
 use super::parallel;
 use super::simd::SimdLevel;
@@ -375,10 +376,14 @@ pub fn conv2d_backward_weight(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], d
         return;
     }
     let target = task_target();
+    if is_pointwise(g) {
+        weight_by_pixels(level, g, x, dy, dw, target);
+        return;
+    }
     // Tasks split either output channels (rows of dW: written in place, but every task unrolls
     // all of x) or unrolled rows (each unrolled once, but summed in a scratch accumulator and
     // copied out). Take whichever moves fewer floats; both sum the batch in a fixed order.
-    let unroll = if is_pointwise(g) { 0 } else { k * q_total };
+    let unroll = k * q_total;
     if c_out >= target && target * unroll <= 2 * c_out * k + unroll {
         let out = SharedOut::new(dw);
         even_ranges(c_out, target).into_par_iter().for_each(|co| {
@@ -424,6 +429,29 @@ fn weight_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw:
     });
 }
 
+/// Weight gradient of a pointwise convolution with tasks splitting the pixels (split-K): each
+/// task sums its share of the pixel blocks into a partial dW of its own, and the partials are
+/// added in task order, so the result does not depend on scheduling. Splitting output channels
+/// instead would transpose-pack all of x once per task (DenseNet's 1x1 convolutions at 56x56:
+/// four times 160 x 50176 floats for a 128 x 160 result).
+fn weight_by_pixels(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], parts: usize) {
+    let (k, c_out, plane) = (unrolled_len(g), g.out_channels, plane_out(g));
+    let want = (BLOCK_BYTES / 4 / (k + c_out)).max(MIN_REDUCTION_BLOCK);
+    let blocks = reduction_blocks(g.batch, plane, want);
+    let shares = even_ranges(blocks.len(), parts);
+    let len = c_out * k;
+    let mut partials = buffers::uninit(len * (shares.len() - 1));
+    // Share 0 writes dW itself; the others write their own partial.
+    let outs: Vec<&mut [f32]> = std::iter::once(&mut *dw).chain(partials.chunks_exact_mut(len)).collect();
+    outs.into_par_iter().zip(shares).for_each(|(out, share)| {
+        parallel::task(|| weight_blocks(level, g, x, dy, 0..k, 0..c_out, &blocks[share], out))
+    });
+    for partial in partials.chunks_exact(len) {
+        dw.iter_mut().zip(partial).for_each(|(d, &p)| *d += p);
+    }
+    buffers::recycle(partials);
+}
+
 /// dW[co, rows] (into `c`, row stride `rows.len()`) = sum over all pixel blocks of
 /// dY_blk[co] * cols_blk[rows]^T, the first block overwriting.
 fn weight_band(
@@ -435,9 +463,25 @@ fn weight_band(
     co: Range<usize>,
     c: &mut [f32],
 ) {
+    let want = (BLOCK_BYTES / 4 / (rows.len() + co.len())).max(MIN_REDUCTION_BLOCK);
+    let blocks = reduction_blocks(g.batch, plane_out(g), want);
+    weight_blocks(level, g, x, dy, rows, co, &blocks, c);
+}
+
+/// [`weight_band`] summed over the pixel blocks `blocks` only, the first overwriting `c`.
+#[allow(clippy::too_many_arguments)]
+fn weight_blocks(
+    level: SimdLevel,
+    g: &Conv2dGeometry,
+    x: &[f32],
+    dy: &[f32],
+    rows: Range<usize>,
+    co: Range<usize>,
+    blocks: &[Range<usize>],
+    c: &mut [f32],
+) {
     let (plane, m, mc) = (plane_out(g), rows.len(), co.len());
-    let want = (BLOCK_BYTES / 4 / (m + mc)).max(MIN_REDUCTION_BLOCK);
-    for (i, blk) in reduction_blocks(g.batch, plane, want).into_iter().enumerate() {
+    for (i, blk) in blocks.iter().cloned().enumerate() {
         let beta = if i == 0 { 0.0 } else { 1.0 };
         let segs = segments(blk.clone(), plane);
         let len = blk.len();
