@@ -376,7 +376,13 @@ pub fn conv2d_backward_weight(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], d
         return;
     }
     let target = task_target();
-    if is_pointwise(g) {
+    // Splitting pixels packs dY and x once each but adds a partial dW per task; the other
+    // splits pack dY or x once per task. Pixels win for pointwise convolutions (x is read in
+    // place) and where the repacked dY is worth saving: larger than the partials (not late
+    // layers at small batch) and not negligible next to the unrolled x (not DenseNet's 3x3
+    // convolutions with 32 output channels, where the partials' extra traffic measured slower).
+    let saved = (target - 1) * c_out * q_total;
+    if is_pointwise(g) || (saved > target * c_out * k && 8 * saved > k * q_total) {
         weight_by_pixels(level, g, x, dy, dw, target);
         return;
     }
@@ -429,7 +435,7 @@ fn weight_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw:
     });
 }
 
-/// Weight gradient of a pointwise convolution with tasks splitting the pixels (split-K): each
+/// Weight gradient with tasks splitting the pixels (split-K): each
 /// task sums its share of the pixel blocks into a partial dW of its own, and the partials are
 /// added in task order, so the result does not depend on scheduling. Splitting output channels
 /// instead would transpose-pack all of x once per task (DenseNet's 1x1 convolutions at 56x56:
