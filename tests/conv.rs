@@ -356,6 +356,10 @@ fn resnet18_shapes_spot_check() {
         geometry(3, 32, 48, 40, 40, 3, 1, 1),
         // A pointwise weight gradient large enough to be split by pixels across tasks.
         geometry(3, 96, 40, 64, 64, 1, 1, 0),
+        // Weight gradients split by unrolled rows (few output channels: DenseNet's growth
+        // convolution) and by output channels (few pixels for many weights).
+        geometry(2, 128, 32, 28, 28, 3, 1, 1),
+        geometry(6, 512, 512, 7, 7, 3, 1, 1),
     ];
     for (s, g) in shapes.into_iter().enumerate() {
         let case = Case::new(g, true, 1000 + s as u64);
