@@ -35,6 +35,23 @@ RESNET18_CONVS = [
     ("layer4.3x3", 512, 512, 7, 3, 1, 3, True),
 ]
 
+# DENSENET121_CONVS in src/bench.rs, measured at batch 16 (group densenet-conv).
+DENSENET121_CONVS = [
+    ("densenet121.conv0", 3, 64, 224, 7, 2, 1, False),
+    ("densenet121.block1.1x1", 160, 128, 56, 1, 1, 6, True),
+    ("densenet121.block1.3x3", 128, 32, 56, 3, 1, 6, True),
+    ("densenet121.transition1", 256, 128, 56, 1, 1, 1, True),
+    ("densenet121.block2.1x1", 320, 128, 28, 1, 1, 12, True),
+    ("densenet121.block2.3x3", 128, 32, 28, 3, 1, 12, True),
+    ("densenet121.transition2", 512, 256, 28, 1, 1, 1, True),
+    ("densenet121.block3.1x1", 640, 128, 14, 1, 1, 24, True),
+    ("densenet121.block3.3x3", 128, 32, 14, 3, 1, 24, True),
+    ("densenet121.transition3", 1024, 512, 14, 1, 1, 1, True),
+    ("densenet121.block4.1x1", 768, 128, 7, 1, 1, 16, True),
+    ("densenet121.block4.3x3", 128, 32, 7, 3, 1, 16, True),
+]
+DENSENET_CONV_BATCH = 16
+
 
 def measure(fn, warmup=2, min_iters=5, max_seconds=2.0):
     """Median/min/max milliseconds per call, with the same budget as cxr's Budget::standard."""
@@ -59,8 +76,8 @@ def gemm_cases(sizes):
         yield f"gemm.{n}", (lambda a=a, b=b, out=out: torch.mm(a, b, out=out)), 1.0
 
 
-def conv_cases(batch):
-    for name, cin, cout, size, k, s, count, needs_input_grad in RESNET18_CONVS:
+def conv_cases(batch, layers=RESNET18_CONVS):
+    for name, cin, cout, size, k, s, count, needs_input_grad in layers:
         x = torch.rand(batch, cin, size, size) - 0.5
         w = torch.rand(cout, cin, k, k) - 0.5
         y = F.conv2d(x, w, None, s, k // 2)
@@ -212,18 +229,21 @@ def main():
                     rec = json.loads(line)
                     ours[rec["name"]] = rec["median"]
 
+    groups = args.only.split(",")
     cases = []
-    if "gemm" in args.only:
+    if "gemm" in groups:
         cases += list(gemm_cases([int(n) for n in args.gemm_sizes.split(",")]))
-    if "model" in args.only:
+    if "model" in groups:
         cases += list(model_cases(args.models.split(","), args.train_batch))
-    if "train" in args.only:
+    if "train" in groups:
         wanted = [c for c in args.cases.split(",") if c]
         cases += list(train_cases(wanted))
     totals = {}
-    if "conv" in args.only:
+    if "conv" in groups:
         for batch in [int(b) for b in args.batch.split(",")]:
             cases += list(conv_cases(batch))
+    if "densenet-conv" in groups:
+        cases += list(conv_cases(DENSENET_CONV_BATCH, DENSENET121_CONVS))
 
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'name':<44} {'torch ms':>10} {'cxr ms':>10} {'speedup':>8}")
@@ -231,7 +251,8 @@ def main():
         median, _, _ = measure(fn)
         if name.startswith("conv2d."):
             batch = name.split(".")[-2]
-            key = f"conv2d.resnet18.{batch}.total"
+            net = "densenet121" if name.startswith("conv2d.densenet121.") else "resnet18"
+            key = f"conv2d.{net}.{batch}.total"
             totals[key] = totals.get(key, 0.0) + median * weight
         print_row(name, median, ours.get(name))
     for key, torch_total in totals.items():

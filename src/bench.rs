@@ -108,7 +108,7 @@ pub fn gemm_benches(sizes: &[usize], budget: Budget) -> Vec<Measurement> {
         .collect()
 }
 
-/// One distinct convolution of ResNet18 at 224x224 and how many times the network runs it.
+/// One distinct convolution of a network at 224x224 and how many times the network runs it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvLayer {
     pub name: &'static str,
@@ -178,15 +178,43 @@ pub const RESNET18_CONVS: [ConvLayer; 11] = [
     layer("layer4.3x3", (512, 512), 7, 3, 1, 3),
 ];
 
+/// DenseNet121's convolutions at a 224x224, 3-channel input, one representative 1x1 bottleneck
+/// per dense block (its input channels near the block's mean; counted once per layer), the 3x3
+/// growth convolution, the transitions and the stem.
+pub const DENSENET121_CONVS: [ConvLayer; 12] = [
+    ConvLayer { needs_input_grad: false, ..layer("densenet121.conv0", (3, 64), 224, 7, 2, 1) },
+    layer("densenet121.block1.1x1", (160, 128), 56, 1, 1, 6),
+    layer("densenet121.block1.3x3", (128, 32), 56, 3, 1, 6),
+    layer("densenet121.transition1", (256, 128), 56, 1, 1, 1),
+    layer("densenet121.block2.1x1", (320, 128), 28, 1, 1, 12),
+    layer("densenet121.block2.3x3", (128, 32), 28, 3, 1, 12),
+    layer("densenet121.transition2", (512, 256), 28, 1, 1, 1),
+    layer("densenet121.block3.1x1", (640, 128), 14, 1, 1, 24),
+    layer("densenet121.block3.3x3", (128, 32), 14, 3, 1, 24),
+    layer("densenet121.transition3", (1024, 512), 14, 1, 1, 1),
+    layer("densenet121.block4.1x1", (768, 128), 7, 1, 1, 16),
+    layer("densenet121.block4.3x3", (128, 32), 7, 3, 1, 16),
+];
+
 /// Forward, backward-input and backward-weight of every ResNet18 convolution at `batch`, then a
 /// `conv2d.resnet18.b{batch}.total` line: the time of one network's worth of conv forward and
 /// backward (each layer times its count; no input gradient for the stem).
 pub fn conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
+    conv_set_benches(&RESNET18_CONVS, "resnet18", batch, budget)
+}
+
+/// [`conv_benches`] for DenseNet121's convolutions ([`DENSENET121_CONVS`]), with a
+/// `conv2d.densenet121.b{batch}.total` line.
+pub fn densenet_conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
+    conv_set_benches(&DENSENET121_CONVS, "densenet121", batch, budget)
+}
+
+fn conv_set_benches(layers: &[ConvLayer], net: &str, batch: usize, budget: Budget) -> Vec<Measurement> {
     let level = SimdLevel::current();
     let mut out = Vec::new();
     let mut total = [0.0f64; 3];
     let mut total_flops = 0.0;
-    for l in RESNET18_CONVS {
+    for &l in layers {
         let g = l.geometry(batch);
         let x = random_vec(g.input_len(), 3);
         let w = random_vec(g.weight_len(), 4);
@@ -216,7 +244,7 @@ pub fn conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
     }
     let sum: f64 = total.iter().sum();
     out.push(Measurement {
-        name: format!("conv2d.resnet18.b{batch}.total"),
+        name: format!("conv2d.{net}.b{batch}.total"),
         threads: rayon::current_num_threads(),
         median_ms: sum,
         min_ms: sum,

@@ -10,9 +10,11 @@ pub struct BenchArgs {
     /// Print one JSON object per line (name, threads, median, min, max, unit, gflops).
     #[arg(long)]
     json: bool,
-    /// Which groups to run: gemm, conv, model, train, data (default: gemm, conv). `train` times the
-    /// training targets: an MLP epoch, ResNet18 and DenseNet121 steps (images per call in the
-    /// name); `data` the decode + augment pipeline alone on the images of --data-dir.
+    /// Which groups to run: gemm, conv, densenet-conv, model, train, data (default: gemm, conv).
+    /// `conv` is ResNet18's convolutions at each --batch; `densenet-conv` DenseNet121's at batch 16
+    /// (its training target); `train` times the training targets: an MLP epoch, ResNet18 and
+    /// DenseNet121 steps (images per call in the name); `data` the decode + augment pipeline
+    /// alone on the images of --data-dir.
     #[arg(long, value_delimiter = ',', default_values_t = vec!["gemm".to_string(), "conv".to_string()])]
     only: Vec<String>,
     /// GEMM sizes (n for n x n x n).
@@ -42,10 +44,13 @@ pub struct BenchArgs {
     device: cxr::Device,
 }
 
+/// The batch of the `densenet-conv` group: DenseNet121's training target.
+const DENSENET_CONV_BATCH: usize = 16;
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     for group in &args.only {
-        if !["gemm", "conv", "model", "train", "data"].contains(&group.as_str()) {
-            bail!("unknown benchmark group '{group}' (expected gemm, conv, model, train or data)");
+        if !["gemm", "conv", "densenet-conv", "model", "train", "data"].contains(&group.as_str()) {
+            bail!("unknown benchmark group '{group}' (expected gemm, conv, densenet-conv, model, train or data)");
         }
     }
     let budget = if args.quick { Budget::quick() } else { Budget::standard() };
@@ -69,6 +74,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &batch in &args.batch {
             emit(bench::conv_benches(batch, budget));
         }
+    }
+    if args.only.iter().any(|g| g == "densenet-conv") {
+        emit(bench::densenet_conv_benches(DENSENET_CONV_BATCH, budget));
     }
     if args.only.iter().any(|g| g == "model") {
         let archs = args.models.iter().map(|m| cxr::models::Architecture::parse(m)).collect::<cxr::Result<Vec<_>>>()?;
