@@ -67,10 +67,11 @@ impl Backend for CpuBackend {
         Ok(buffers::copy_of(host(s)?))
     }
     fn full(&self, len: usize, value: f32) -> Result<Storage> {
-        let mut data = if value == 0.0 { buffers::zeroed(len) } else { buffers::uninit(len) };
-        if value != 0.0 {
-            data.fill(value);
+        if value == 0.0 {
+            return Ok(Storage::Cpu(buffers::zeroed(len)));
         }
+        let mut data = buffers::uninit(len);
+        data.fill(value);
         Ok(Storage::Cpu(data))
     }
 

@@ -435,15 +435,14 @@ fn weight_whole(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw:
     });
 }
 
-/// Weight gradient with tasks splitting the pixels (split-K): each
-/// task sums its share of the pixel blocks into a partial dW of its own, and the partials are
-/// added in task order, so the result does not depend on scheduling. Splitting output channels
-/// instead would transpose-pack all of x once per task (DenseNet's 1x1 convolutions at 56x56:
-/// four times 160 x 50176 floats for a 128 x 160 result).
+/// Weight gradient with tasks splitting the pixels (split-K): each task sums its share of the
+/// pixel blocks into a partial dW of its own, and the partials are added in task order, so the
+/// result does not depend on scheduling. Splitting output channels instead would transpose-pack
+/// all of x once per task (DenseNet's 1x1 convolutions at 56x56: four times 160 x 50176 floats
+/// for a 128 x 160 result).
 fn weight_by_pixels(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], parts: usize) {
-    let (k, c_out, plane) = (unrolled_len(g), g.out_channels, plane_out(g));
-    let want = (BLOCK_BYTES / 4 / (k + c_out)).max(MIN_REDUCTION_BLOCK);
-    let blocks = reduction_blocks(g.batch, plane, want);
+    let (k, c_out) = (unrolled_len(g), g.out_channels);
+    let blocks = weight_pixel_blocks(g, k, c_out);
     let shares = even_ranges(blocks.len(), parts);
     let len = c_out * k;
     let mut partials = buffers::uninit(len * (shares.len() - 1));
@@ -469,9 +468,15 @@ fn weight_band(
     co: Range<usize>,
     c: &mut [f32],
 ) {
-    let want = (BLOCK_BYTES / 4 / (rows.len() + co.len())).max(MIN_REDUCTION_BLOCK);
-    let blocks = reduction_blocks(g.batch, plane_out(g), want);
+    let blocks = weight_pixel_blocks(g, rows.len(), co.len());
     weight_blocks(level, g, x, dy, rows, co, &blocks, c);
+}
+
+/// The pixel blocks of a weight-gradient product computing `m` unrolled rows for `mc` output
+/// channels: sized so a block's columns and dY rows fit [`BLOCK_BYTES`].
+fn weight_pixel_blocks(g: &Conv2dGeometry, m: usize, mc: usize) -> Vec<Range<usize>> {
+    let want = (BLOCK_BYTES / 4 / (m + mc)).max(MIN_REDUCTION_BLOCK);
+    reduction_blocks(g.batch, plane_out(g), want)
 }
 
 /// [`weight_band`] summed over the pixel blocks `blocks` only, the first overwriting `c`.
