@@ -3,7 +3,8 @@
 //! Layouts: x [N, C_in, H, W], w [C_out, C_in, kh, kw], y [N, C_out, OH, OW]. With
 //! K = C_in * kh * kw and the batch's output pixels laid end to end (Q = N * OH * OW):
 //! - forward: Y[C_out x Q] = W[C_out x K] * cols[K x Q]
-//! - backward input: cols = W^T * dY, then col2im adds the columns back into dx
+//! - backward input: cols = W^T * dY, then col2im adds the columns back into dx; with stride 1
+//!   it is instead the forward convolution of dY with the flipped kernel ([`flipped`])
 //! - backward weight: dW = dY * cols^T
 //!
 //! The forward never stores cols: the GEMM packs its B panels straight from x
@@ -18,6 +19,7 @@
 //! on scheduling. For one image, or few pixels (late layers at small batch), a single GEMM call
 //! supplies the parallelism, and at batch 1 stores y itself with the fused epilogue.
 
+mod flipped;
 mod im2col;
 mod scratch;
 mod unrolled;
@@ -259,6 +261,14 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
     }
     if plane == 0 || g.out_channels == 0 {
         dx[..g.input_len()].fill(0.0);
+        return;
+    }
+    if flipped::applies(g) {
+        let mut w_flipped = buffers::uninit(g.weight_len());
+        flipped::flip_weights(g, w, &mut w_flipped);
+        let weights = ConvWeights { data: &w_flipped, packed: None };
+        conv2d_forward_with(level, &flipped::transposed_geometry(g), dy, weights, &ConvFinish::default(), dx);
+        buffers::recycle(w_flipped);
         return;
     }
     // Images are grouped so each task sees at least a few hundred pixels; col2im of one image's

@@ -1,0 +1,109 @@
+//! The input gradient of a stride-1 convolution, computed as a forward convolution.
+//!
+//! With stride 1, `dx = conv_transpose(dy, w)` is itself a stride-1 convolution of `dy` with the
+//! kernel flipped in both axes and its channel axes swapped (`w'[ci, co, i, j] =
+//! w[co, ci, kh-1-i, kw-1-j]`), padded by `k - 1 - p`. Running it through the forward path means
+//! the GEMM unrolls `dy` as it packs (no column matrix, no col2im scatter) and its rows are the
+//! input channels (C_in) with a reduction over C_out * kh * kw, instead of C_in * kh * kw rows
+//! reducing over only C_out. For DenseNet's growth convolutions (C_out = 32) that reduction was
+//! too short to amortise loading and storing the GEMM's output tiles.
+
+use rayon::prelude::*;
+
+use crate::backend::geometry::Conv2dGeometry;
+
+/// Whether [`transposed_geometry`] applies: stride 1 both ways, a kernel wider than one pixel
+/// (1x1 kernels already read `dy` directly), and padding no larger than the kernel minus one.
+pub(super) fn applies(g: &Conv2dGeometry) -> bool {
+    g.stride_h == 1 && g.stride_w == 1 && g.kernel_h * g.kernel_w > 1 && g.pad_h < g.kernel_h && g.pad_w < g.kernel_w
+}
+
+/// The forward convolution whose input is `dy` and whose output is `dx`.
+pub(super) fn transposed_geometry(g: &Conv2dGeometry) -> Conv2dGeometry {
+    Conv2dGeometry {
+        batch: g.batch,
+        in_channels: g.out_channels,
+        out_channels: g.in_channels,
+        in_h: g.out_h(),
+        in_w: g.out_w(),
+        kernel_h: g.kernel_h,
+        kernel_w: g.kernel_w,
+        stride_h: 1,
+        stride_w: 1,
+        pad_h: g.kernel_h - 1 - g.pad_h,
+        pad_w: g.kernel_w - 1 - g.pad_w,
+    }
+}
+
+/// `w'[ci, co, i, j] = w[co, ci, kh-1-i, kw-1-j]`, written into `out` (`w`'s length).
+pub(super) fn flip_weights(g: &Conv2dGeometry, w: &[f32], out: &mut [f32]) {
+    let kk = g.kernel_h * g.kernel_w;
+    let (c_in, c_out) = (g.in_channels, g.out_channels);
+    // One input channel's row of w' per task: C_out kernels, each read from a strided place.
+    out[..g.weight_len()].par_chunks_mut(c_out * kk).enumerate().for_each(|(ci, row)| {
+        for (co, taps) in row.chunks_exact_mut(kk).enumerate() {
+            let src = &w[(co * c_in + ci) * kk..][..kk];
+            // Reversing the taps in row-major order flips both kernel axes at once.
+            for (t, s) in taps.iter_mut().zip(src.iter().rev()) {
+                *t = *s;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(k: usize, p: usize, s: usize) -> Conv2dGeometry {
+        Conv2dGeometry {
+            batch: 2,
+            in_channels: 3,
+            out_channels: 5,
+            in_h: 7,
+            in_w: 6,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: p,
+            pad_w: p,
+        }
+    }
+
+    #[test]
+    fn transposed_geometry_maps_dy_back_to_dx() {
+        for (k, p) in [(3, 1), (3, 0), (5, 2), (7, 3), (2, 1)] {
+            let g = geometry(k, p, 1);
+            let t = transposed_geometry(&g);
+            assert_eq!((t.out_h(), t.out_w()), (g.in_h, g.in_w), "k={k} p={p}");
+            assert_eq!((t.in_channels, t.out_channels), (g.out_channels, g.in_channels));
+        }
+    }
+
+    #[test]
+    fn applies_only_to_stride_one_kernels_wider_than_a_pixel() {
+        assert!(applies(&geometry(3, 1, 1)));
+        assert!(!applies(&geometry(3, 1, 2)));
+        assert!(!applies(&geometry(1, 0, 1)));
+        assert!(!applies(&geometry(3, 3, 1)));
+    }
+
+    #[test]
+    fn flipped_weights_swap_channels_and_reverse_taps() {
+        let g = geometry(3, 1, 1);
+        let w: Vec<f32> = (0..g.weight_len()).map(|i| i as f32).collect();
+        let mut f = vec![0.0; w.len()];
+        flip_weights(&g, &w, &mut f);
+        for co in 0..g.out_channels {
+            for ci in 0..g.in_channels {
+                for i in 0..3 {
+                    for j in 0..3 {
+                        let original = w[((co * g.in_channels + ci) * 3 + (2 - i)) * 3 + (2 - j)];
+                        assert_eq!(f[((ci * g.out_channels + co) * 3 + i) * 3 + j], original);
+                    }
+                }
+            }
+        }
+    }
+}
