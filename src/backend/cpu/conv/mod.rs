@@ -263,7 +263,7 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
         dx[..g.input_len()].fill(0.0);
         return;
     }
-    if flipped::applies(g) {
+    if flipped::applies(g) && flipped::pays(g) {
         let mut w_flipped = buffers::uninit(g.weight_len());
         flipped::flip_weights(g, w, &mut w_flipped);
         let weights = ConvWeights { data: &w_flipped, packed: None };
