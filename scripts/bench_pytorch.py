@@ -52,6 +52,22 @@ DENSENET121_CONVS = [
 ]
 DENSENET_CONV_BATCH = 16
 
+# RESNET18_SMALL_CONVS in src/bench.rs: the MedMNIST stem at 28x28, batch 128 (group small-conv).
+RESNET18_SMALL_CONVS = [
+    ("small.conv1", 1, 64, 28, 3, 1, 1, False),
+    ("small.layer1.3x3", 64, 64, 28, 3, 1, 4, True),
+    ("small.layer2.0.conv1", 64, 128, 28, 3, 2, 1, True),
+    ("small.layer2.0.downsample", 64, 128, 28, 1, 2, 1, True),
+    ("small.layer2.3x3", 128, 128, 14, 3, 1, 3, True),
+    ("small.layer3.0.conv1", 128, 256, 14, 3, 2, 1, True),
+    ("small.layer3.0.downsample", 128, 256, 14, 1, 2, 1, True),
+    ("small.layer3.3x3", 256, 256, 7, 3, 1, 3, True),
+    ("small.layer4.0.conv1", 256, 512, 7, 3, 2, 1, True),
+    ("small.layer4.0.downsample", 256, 512, 7, 1, 2, 1, True),
+    ("small.layer4.3x3", 512, 512, 4, 3, 1, 3, True),
+]
+SMALL_CONV_BATCH = 128
+
 
 def measure(fn, warmup=2, min_iters=5, max_seconds=2.0):
     """Median/min/max milliseconds per call, with the same budget as cxr's Budget::standard."""
@@ -242,6 +258,8 @@ def main():
     if "conv" in groups:
         for batch in [int(b) for b in args.batch.split(",")]:
             cases += list(conv_cases(batch))
+    if "small-conv" in groups:
+        cases += list(conv_cases(SMALL_CONV_BATCH, RESNET18_SMALL_CONVS))
     if "densenet-conv" in groups:
         cases += list(conv_cases(DENSENET_CONV_BATCH, DENSENET121_CONVS))
 
@@ -251,7 +269,8 @@ def main():
         median, _, _ = measure(fn)
         if name.startswith("conv2d."):
             batch = name.split(".")[-2]
-            net = "densenet121" if name.startswith("conv2d.densenet121.") else "resnet18"
+            net = ("densenet121" if name.startswith("conv2d.densenet121.")
+                   else "resnet18-small" if name.startswith("conv2d.small.") else "resnet18")
             key = f"conv2d.{net}.{batch}.total"
             totals[key] = totals.get(key, 0.0) + median * weight
         print_row(name, median, ours.get(name))

@@ -178,6 +178,22 @@ pub const RESNET18_CONVS: [ConvLayer; 11] = [
     layer("layer4.3x3", (512, 512), 7, 3, 1, 3),
 ];
 
+/// ResNet18's distinct convolutions with MedMNIST's small-image stem (3x3 stride-1 conv1, no
+/// max pool) at a 28x28, 1-channel input: the `train.resnet18-small.b128.28px` target's shapes.
+pub const RESNET18_SMALL_CONVS: [ConvLayer; 11] = [
+    ConvLayer { needs_input_grad: false, ..layer("small.conv1", (1, 64), 28, 3, 1, 1) },
+    layer("small.layer1.3x3", (64, 64), 28, 3, 1, 4),
+    layer("small.layer2.0.conv1", (64, 128), 28, 3, 2, 1),
+    layer("small.layer2.0.downsample", (64, 128), 28, 1, 2, 1),
+    layer("small.layer2.3x3", (128, 128), 14, 3, 1, 3),
+    layer("small.layer3.0.conv1", (128, 256), 14, 3, 2, 1),
+    layer("small.layer3.0.downsample", (128, 256), 14, 1, 2, 1),
+    layer("small.layer3.3x3", (256, 256), 7, 3, 1, 3),
+    layer("small.layer4.0.conv1", (256, 512), 7, 3, 2, 1),
+    layer("small.layer4.0.downsample", (256, 512), 7, 1, 2, 1),
+    layer("small.layer4.3x3", (512, 512), 4, 3, 1, 3),
+];
+
 /// DenseNet121's convolutions at a 224x224, 3-channel input, one representative 1x1 bottleneck
 /// per dense block (its input channels near the block's mean; counted once per layer), the 3x3
 /// growth convolution, the transitions and the stem.
@@ -207,6 +223,12 @@ pub fn conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
 /// `conv2d.densenet121.b{batch}.total` line.
 pub fn densenet_conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
     conv_set_benches(&DENSENET121_CONVS, "densenet121", batch, budget)
+}
+
+/// [`conv_benches`] for ResNet18 with the small-image stem ([`RESNET18_SMALL_CONVS`]) at
+/// `batch`, with a `conv2d.resnet18-small.b{batch}.total` line.
+pub fn small_conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
+    conv_set_benches(&RESNET18_SMALL_CONVS, "resnet18-small", batch, budget)
 }
 
 fn conv_set_benches(layers: &[ConvLayer], net: &str, batch: usize, budget: Budget) -> Vec<Measurement> {

@@ -225,6 +225,23 @@ pub struct BatchNormGrads {
     pub beta: Storage,
 }
 
+/// The parameters and saved batch statistics `batch_norm_relu_backward` reads.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNormRelu<'a> {
+    pub gamma: &'a Storage,
+    pub beta: &'a Storage,
+    pub mean: &'a Storage,
+    pub inv_std: &'a Storage,
+}
+
+/// Gradients of a batch norm followed by an optional residual add and a ReLU.
+#[derive(Debug)]
+pub struct BatchNormReluGrads {
+    pub norm: BatchNormGrads,
+    /// The residual's gradient, when the forward had one.
+    pub residual: Option<Storage>,
+}
+
 /// Per-class weights of BCE-with-logits, as torch.nn.BCEWithLogitsLoss takes them: `pos_weight`
 /// scales the positive term, `class_weight` (torch's `weight`) the whole loss of a class.
 #[derive(Debug, Clone, Copy, Default)]
@@ -443,6 +460,44 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         inv_std: &Storage,
         batch_stats: bool,
     ) -> Result<BatchNormGrads>;
+    /// Training-mode batch norm, then `+ residual` when given, then ReLU: relu(bn(x) + r), the
+    /// tail of a ResNet unit, or relu(bn(x)), DenseNet's pre-activation. Running statistics are
+    /// updated as by `batch_norm_train`. The default runs the primitives; a backend may fuse them.
+    fn batch_norm_train_relu(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        residual: Option<&Storage>,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &mut Storage,
+        running_var: &mut Storage,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<BatchNormSaved> {
+        let mut saved = self.batch_norm_train(s, x, gamma, beta, running_mean, running_var, momentum, eps)?;
+        if let Some(r) = residual {
+            self.add_assign(&mut saved.output, r)?;
+        }
+        saved.output = self.relu(&saved.output)?;
+        Ok(saved)
+    }
+    /// Backward of `batch_norm_train_relu` from its output `out` (the gradient passes where the
+    /// ReLU's backward passes it for out) and the saved batch statistics: the batch norm's gradients and, when the forward
+    /// had a residual, the residual's (the masked dy). The default runs the primitives.
+    fn batch_norm_relu_backward(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        out: &Storage,
+        dy: &Storage,
+        norm: BatchNormRelu<'_>,
+        residual: bool,
+    ) -> Result<BatchNormReluGrads> {
+        let dy = self.relu_backward(out, dy)?;
+        let norm = self.batch_norm_backward(s, x, &dy, norm.gamma, norm.mean, norm.inv_std, true)?;
+        Ok(BatchNormReluGrads { norm, residual: residual.then_some(dy) })
+    }
     /// 1/sqrt(var + eps) per channel (eval-mode backward uses it).
     fn inv_std(&self, var: &Storage, eps: f32) -> Result<Storage>;
 

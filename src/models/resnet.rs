@@ -95,21 +95,23 @@ impl ConvBn {
         let norm = match &self.bn {
             Some(bn) => match bn.eval_params() {
                 Some(params) => Some(params),
-                None => return Self::train_tail(bn.forward(&self.conv.forward(x)?)?, residual, relu),
+                None => return Self::train_tail(bn, self.conv.forward(x)?, residual, relu),
             },
             None => None,
         };
         self.conv.forward_fused(x, ops::ConvTail { norm, residual, relu })
     }
-    /// The rest of a training-mode unit after its batch norm.
-    fn train_tail(mut y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-        if let Some(r) = residual {
-            y = ops::add(&y, r)?;
-        }
+    /// A training-mode unit after its convolution: with a ReLU, the batch norm, residual add and
+    /// ReLU as one op.
+    fn train_tail(bn: &BatchNorm, y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         if relu {
-            y = ops::relu(&y)?;
+            return bn.forward_add_relu(&y, residual);
         }
-        Ok(y)
+        let y = bn.forward(&y)?;
+        match residual {
+            Some(r) => ops::add(&y, r),
+            None => Ok(y),
+        }
     }
     fn visit(&self, conv_name: &str, bn_name: &str, f: &mut dyn FnMut(&str, &Tensor, TensorRole)) {
         self.conv.visit(conv_name, f);

@@ -43,6 +43,16 @@ impl BatchNorm {
         ops::batch_norm_relu(x, &self.weight, &self.bias, &self.state, self.is_training())
     }
 
+    /// relu(forward(x) + residual) (no add without one): in training mode one op, forward and
+    /// backward.
+    pub fn forward_add_relu(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        match (self.is_training(), residual) {
+            (true, _) => ops::batch_norm_add_relu(x, residual, &self.weight, &self.bias, &self.state),
+            (false, Some(r)) => ops::relu(&ops::add(&self.forward(x)?, r)?),
+            (false, None) => self.forward_relu(x),
+        }
+    }
+
     /// relu(forward(cat_channels(parts))), without building the concatenation at inference.
     pub fn forward_relu_cat(&self, parts: &[&Tensor]) -> Result<Tensor> {
         ops::cat_batch_norm_relu(parts, &self.weight, &self.bias, &self.state, self.is_training())

@@ -20,7 +20,7 @@ pub use dropout::dropout;
 pub use elementwise::{add, mul, scale};
 pub use loss::{bce_with_logits, bce_with_logits_weighted};
 pub use matmul::{linear, matmul};
-pub use norm::{batch_norm, batch_norm_relu, cat_batch_norm_relu, BatchNormState};
+pub use norm::{batch_norm, batch_norm_add_relu, batch_norm_relu, cat_batch_norm_relu, BatchNormState};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 
 use crate::error::{Error, Result};

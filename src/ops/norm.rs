@@ -4,7 +4,7 @@
 
 use super::same_device;
 use crate::autograd::GradFn;
-use crate::backend::{NormShape, Storage};
+use crate::backend::{BatchNormRelu, NormShape, Storage};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -138,7 +138,8 @@ pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormSt
 }
 
 /// relu(batch_norm(x)): the pre-activation unit of DenseNet. In eval mode with no graph recorded
-/// (inference) it is one pass over x; otherwise the two differentiable ops.
+/// (inference) it is one pass over x; in training mode one op ([`batch_norm_add_relu`]); in eval
+/// mode with a graph, the two differentiable ops.
 pub fn batch_norm_relu(
     x: &Tensor,
     gamma: &Tensor,
@@ -146,15 +147,117 @@ pub fn batch_norm_relu(
     state: &BatchNormState,
     training: bool,
 ) -> Result<Tensor> {
+    if training {
+        return batch_norm_add_relu(x, None, gamma, beta, state);
+    }
     let records = crate::autograd::is_grad_enabled() && [x, gamma, beta].iter().any(|t| t.requires_grad());
-    if training || records {
-        return super::relu(&batch_norm(x, gamma, beta, state, training)?);
+    if records {
+        return super::relu(&batch_norm(x, gamma, beta, state, false)?);
     }
     let s = checked_shape(x, gamma, beta, state)?;
     let (rm, rv) = (state.running_mean.storage(), state.running_var.storage());
     let out =
         x.backend()?.batch_norm_eval_relu(s, &x.storage(), &gamma.storage(), &beta.storage(), &rm, &rv, state.eps)?;
     Tensor::from_storage(out, x.shape().clone())
+}
+
+struct BatchNormReluBackward {
+    x: Tensor,
+    residual: Option<Tensor>,
+    gamma: Tensor,
+    beta: Tensor,
+    s: NormShape,
+    mean: Storage,
+    inv_std: Storage,
+}
+
+impl GradFn for BatchNormReluBackward {
+    fn name(&self) -> &'static str {
+        "batch_norm_add_relu"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut inputs = vec![&self.x, &self.gamma, &self.beta];
+        inputs.extend(&self.residual);
+        inputs
+    }
+    fn backward(&self, out: &Tensor, grad: &Storage) -> Result<Vec<Option<Storage>>> {
+        let be = self.x.backend()?;
+        let (gamma, beta) = (self.gamma.storage(), self.beta.storage());
+        let params = BatchNormRelu { gamma: &gamma, beta: &beta, mean: &self.mean, inv_std: &self.inv_std };
+        let g = be.batch_norm_relu_backward(
+            self.s,
+            &self.x.storage(),
+            &out.storage(),
+            grad,
+            params,
+            self.residual.is_some(),
+        )?;
+        let mut grads = vec![
+            self.x.requires_grad().then_some(g.norm.input),
+            self.gamma.requires_grad().then_some(g.norm.gamma),
+            self.beta.requires_grad().then_some(g.norm.beta),
+        ];
+        if let Some(r) = &self.residual {
+            grads.push(g.residual.filter(|_| r.requires_grad()));
+        }
+        Ok(grads)
+    }
+}
+
+/// relu(batch_norm(x) + residual) in training mode (batch statistics, running statistics
+/// updated), or relu(batch_norm(x)) without a residual: one op, forward and backward, where the
+/// separate batch norm, add and ReLU would each pass over the whole tensor again.
+pub fn batch_norm_add_relu(
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    state: &BatchNormState,
+) -> Result<Tensor> {
+    let s = checked_shape(x, gamma, beta, state)?;
+    if s.per_channel() < 2 {
+        return Err(Error::InvalidArgument {
+            op: "batch_norm",
+            detail: format!("training needs more than one value per channel, got input {:?}", x.dims()),
+        });
+    }
+    if let Some(r) = residual {
+        same_device("batch_norm_add_relu", &[x, r])?;
+        if r.dims() != x.dims() {
+            return Err(Error::ShapeMismatch {
+                op: "batch_norm_add_relu",
+                detail: format!("residual {:?} for input {:?}", r.dims(), x.dims()),
+            });
+        }
+    }
+    let be = x.backend()?;
+    let residual_storage = residual.map(|r| r.storage());
+    let saved = be.batch_norm_train_relu(
+        s,
+        &x.storage(),
+        residual_storage.as_deref(),
+        &gamma.storage(),
+        &beta.storage(),
+        &mut state.running_mean.storage_mut(),
+        &mut state.running_var.storage_mut(),
+        state.momentum,
+        state.eps,
+    )?;
+    drop(residual_storage);
+    let record = || -> Box<dyn GradFn> {
+        Box::new(BatchNormReluBackward {
+            x: x.clone(),
+            residual: residual.cloned(),
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+            s,
+            mean: saved.mean,
+            inv_std: saved.inv_std,
+        })
+    };
+    let mut inputs = vec![x, gamma, beta];
+    inputs.extend(residual);
+    Ok(Tensor::from_op(saved.output, x.shape(), record, &inputs))
 }
 
 /// relu(batch_norm(cat_channels(parts))): the input of every DenseNet layer. In eval mode with no

@@ -10,9 +10,10 @@ pub struct BenchArgs {
     /// Print one JSON object per line (name, threads, median, min, max, unit, gflops).
     #[arg(long)]
     json: bool,
-    /// Which groups to run: gemm, conv, densenet-conv, model, train, data (default: gemm, conv).
-    /// `conv` is ResNet18's convolutions at each --batch; `densenet-conv` DenseNet121's at batch 16
-    /// (its training target); `train` times the training targets: an MLP epoch, ResNet18 and
+    /// Which groups to run: gemm, conv, small-conv, densenet-conv, model, train, data (default:
+    /// gemm, conv). `conv` is ResNet18's convolutions at each --batch; `small-conv` those of
+    /// ResNet18 with the MedMNIST stem at 28x28, batch 128 (the 28px training target);
+    /// `densenet-conv` DenseNet121's at batch 16 (its training target); `train` times the training targets: an MLP epoch, ResNet18 and
     /// DenseNet121 steps (images per call in the name); `data` the decode + augment pipeline
     /// alone on the images of --data-dir.
     #[arg(long, value_delimiter = ',', default_values_t = vec!["gemm".to_string(), "conv".to_string()])]
@@ -46,11 +47,13 @@ pub struct BenchArgs {
 
 /// The batch of the `densenet-conv` group: DenseNet121's training target.
 const DENSENET_CONV_BATCH: usize = 16;
+/// The batch of the `small-conv` group: the 28x28 ResNet18 training target.
+const SMALL_CONV_BATCH: usize = 128;
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     for group in &args.only {
-        if !["gemm", "conv", "densenet-conv", "model", "train", "data"].contains(&group.as_str()) {
-            bail!("unknown benchmark group '{group}' (expected gemm, conv, densenet-conv, model, train or data)");
+        if !["gemm", "conv", "small-conv", "densenet-conv", "model", "train", "data"].contains(&group.as_str()) {
+            bail!("unknown benchmark group '{group}' (expected gemm, conv, small-conv, densenet-conv, model, train or data)");
         }
     }
     let budget = if args.quick { Budget::quick() } else { Budget::standard() };
@@ -74,6 +77,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &batch in &args.batch {
             emit(bench::conv_benches(batch, budget));
         }
+    }
+    if args.only.iter().any(|g| g == "small-conv") {
+        emit(bench::small_conv_benches(SMALL_CONV_BATCH, budget));
     }
     if args.only.iter().any(|g| g == "densenet-conv") {
         emit(bench::densenet_conv_benches(DENSENET_CONV_BATCH, budget));

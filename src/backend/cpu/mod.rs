@@ -15,8 +15,8 @@ pub mod pool;
 pub mod simd;
 
 use super::{
-    AdamStep, Backend, BatchNormGrads, BatchNormSaved, BceWeights, Conv2dGeometry, ConvEpilogue, Device, Layout,
-    NormShape, Pool2dGeometry, PreparedSlot, SgdStep, Storage,
+    AdamStep, Backend, BatchNormGrads, BatchNormRelu, BatchNormReluGrads, BatchNormSaved, BceWeights, Conv2dGeometry,
+    ConvEpilogue, Device, Layout, NormShape, Pool2dGeometry, PreparedSlot, SgdStep, Storage,
 };
 use crate::error::{Error, Result};
 use simd::SimdLevel;
@@ -278,6 +278,55 @@ impl Backend for CpuBackend {
         let (dx, dgamma, dbeta) =
             norm::batch_norm_backward(s, host(x)?, host(dy)?, host(gamma)?, host(mean)?, host(inv_std)?, batch_stats);
         Ok(BatchNormGrads { input: Storage::Cpu(dx), gamma: Storage::Cpu(dgamma), beta: Storage::Cpu(dbeta) })
+    }
+    fn batch_norm_train_relu(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        residual: Option<&Storage>,
+        gamma: &Storage,
+        beta: &Storage,
+        running_mean: &mut Storage,
+        running_var: &mut Storage,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<BatchNormSaved> {
+        let (y, mean, inv_std) = norm::batch_norm_train_relu(
+            s,
+            host(x)?,
+            host_opt(residual)?,
+            host(gamma)?,
+            host(beta)?,
+            host_mut(running_mean)?,
+            host_mut(running_var)?,
+            momentum,
+            eps,
+        );
+        Ok(BatchNormSaved { output: Storage::Cpu(y), mean: Storage::Cpu(mean), inv_std: Storage::Cpu(inv_std) })
+    }
+    fn batch_norm_relu_backward(
+        &self,
+        s: NormShape,
+        x: &Storage,
+        out: &Storage,
+        dy: &Storage,
+        p: BatchNormRelu<'_>,
+        residual: bool,
+    ) -> Result<BatchNormReluGrads> {
+        let g = norm::batch_norm_relu_backward(
+            s,
+            host(x)?,
+            host(out)?,
+            host(dy)?,
+            host(p.gamma)?,
+            host(p.beta)?,
+            host(p.mean)?,
+            host(p.inv_std)?,
+            residual,
+        );
+        let norm =
+            BatchNormGrads { input: Storage::Cpu(g.dx), gamma: Storage::Cpu(g.dgamma), beta: Storage::Cpu(g.dbeta) };
+        Ok(BatchNormReluGrads { norm, residual: g.dresidual.map(Storage::Cpu) })
     }
     fn inv_std(&self, var: &Storage, eps: f32) -> Result<Storage> {
         Ok(Storage::Cpu(norm::inv_std(host(var)?, eps)))

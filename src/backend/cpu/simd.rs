@@ -69,3 +69,42 @@ impl SimdLevel {
         }
     }
 }
+
+/// Runs `f` inside a function compiled for `level` (AVX-512F, or AVX2 with FMA), so that the
+/// plain loops of an `f` inlined there are vectorised with that level's registers. The CPU
+/// backend is otherwise compiled for baseline x86-64 (SSE2), where an f64 reduction runs two
+/// lanes at a time and a memory-bound pass becomes compute-bound. Only the instruction
+/// selection changes: Rust never contracts a * b + c into an FMA, so results are the same at
+/// every level. Mark the closure `#[inline(always)]`; a call `f` is not inlined into stays
+/// baseline code (correct, only slower).
+#[inline(always)]
+pub fn vectorised<R>(level: SimdLevel, f: impl FnOnce() -> R) -> R {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level` is at most `best_supported()` (every constructor checks the CPU), so
+        // the features `run_avx512` enables are present.
+        SimdLevel::Avx512 if is_x86_feature_detected!("avx512f") => unsafe { run_avx512(f) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2 and FMA.
+        SimdLevel::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => unsafe {
+            run_avx2(f)
+        },
+        _ => f(),
+    }
+}
+
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}

@@ -88,11 +88,24 @@ pub fn backward(
     check(op, s, dy, &[])?;
     let dgamma = ctx.alloc(op, s.channels)?;
     let dbeta = ctx.alloc(op, s.channels)?;
+    // The centring terms the input gradient uses (see the kernel).
+    let offset = ctx.alloc(op, s.channels)?;
+    let mean_dyx = ctx.alloc(op, s.channels)?;
     let cfg = launch::per_channel(op, s.channels, s.per_channel())?;
-    let ptrs = [dgamma.arg(), dbeta.arg(), x.arg(), dy.arg(), mean.arg(), inv_std.arg()];
+    let ptrs = [dgamma.arg(), dbeta.arg(), offset.arg(), mean_dyx.arg(), x.arg(), dy.arg(), mean.arg(), inv_std.arg()];
     ctx.launch("batch_norm_backward_reduce_f32", cfg, &[&ptrs[..], &sizes(s)].concat())?;
     let dx = ctx.alloc(op, x.len)?;
-    let ptrs = [dx.arg(), x.arg(), dy.arg(), gamma.arg(), mean.arg(), inv_std.arg(), dgamma.arg(), dbeta.arg()];
+    let ptrs = [
+        dx.arg(),
+        x.arg(),
+        dy.arg(),
+        gamma.arg(),
+        mean.arg(),
+        inv_std.arg(),
+        offset.arg(),
+        mean_dyx.arg(),
+        dbeta.arg(),
+    ];
     let rest = [s.channels, s.plane, s.per_channel(), batch_stats as usize].map(|v| Arg::I32(v as i32));
     ctx.launch_1d(op, "batch_norm_backward_input_f32", x.len, &[&ptrs[..], &rest].concat())?;
     Ok((dx, dgamma, dbeta))

@@ -381,7 +381,9 @@ pub fn conv2d_backward_weight(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], d
         dw.fill(0.0);
         return;
     }
-    if k * q_total <= WHOLE_MAX {
+    // The whole path holds all of cols and, across images, a gathered copy of dY: with few
+    // unrolled rows but many pixels (a 1-channel stem at batch 128) the copy of dY would dominate.
+    if (k + c_out) * q_total <= WHOLE_MAX {
         weight_whole(level, g, x, dy, dw);
         return;
     }
