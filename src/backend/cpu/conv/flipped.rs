@@ -12,19 +12,27 @@ use rayon::prelude::*;
 
 use crate::backend::geometry::Conv2dGeometry;
 
-/// Whether [`transposed_geometry`] applies: stride 1 both ways, a kernel wider than one pixel
-/// (1x1 kernels already read `dy` directly), and padding no larger than the kernel minus one.
+/// Whether [`transposed_geometry`] applies: stride 1 both ways and padding no larger than the
+/// kernel minus one.
 pub(super) fn applies(g: &Conv2dGeometry) -> bool {
-    g.stride_h == 1 && g.stride_w == 1 && g.kernel_h * g.kernel_w > 1 && g.pad_h < g.kernel_h && g.pad_w < g.kernel_w
+    g.stride_h == 1 && g.stride_w == 1 && g.pad_h < g.kernel_h && g.pad_w < g.kernel_w
 }
 
 /// Whether the flipped forward beats W^T * dY plus col2im. Measured on ResNet18's and DenseNet121's
 /// 3x3 layers at batch 1-32: it wins whenever the old product's reduction (C_out) is short, at
 /// training batch sizes, and on large planes. On late layers at batch 1-4 the old path's per-image
-/// tasks, whose col2im stays in L2, are up to 25% faster.
+/// tasks, whose col2im stays in L2, are up to 25% faster. A 1x1 kernel's old path has no col2im
+/// (W^T * dY is dx, image by image), which only loses on tiny planes: 1x1 maps (a cropped 3x3,
+/// ResNet18's layer4 on 28x28 inputs) made it one matrix-vector product per image.
 pub(super) fn pays(g: &Conv2dGeometry) -> bool {
+    if g.kernel_h * g.kernel_w == 1 {
+        return g.batch > 1 && g.out_h() * g.out_w() < TINY_PLANE;
+    }
     g.out_channels < SHORT_REDUCTION || g.batch >= TRAINING_BATCH || g.batch * g.in_h * g.in_w >= LARGE_PLANES
 }
+
+/// Output pixels per image below which a 1x1 kernel's per-image products are too thin.
+const TINY_PLANE: usize = 64;
 
 /// Output channels below which W^T * dY reduces too little to amortise its output tiles.
 const SHORT_REDUCTION: usize = 64;
@@ -97,10 +105,10 @@ mod tests {
     }
 
     #[test]
-    fn applies_only_to_stride_one_kernels_wider_than_a_pixel() {
+    fn applies_only_to_stride_one_kernels_with_padding_below_the_kernel() {
         assert!(applies(&geometry(3, 1, 1)));
+        assert!(applies(&geometry(1, 0, 1)));
         assert!(!applies(&geometry(3, 1, 2)));
-        assert!(!applies(&geometry(1, 0, 1)));
         assert!(!applies(&geometry(3, 3, 1)));
     }
 
@@ -117,6 +125,10 @@ mod tests {
         assert!(!pays(&layer(1, 512, 7)), "ResNet18 layer4 at batch 1");
         assert!(pays(&layer(8, 512, 7)), "ResNet18 layer4 at batch 8");
         assert!(pays(&layer(1, 64, 56)), "ResNet18 layer1 at batch 1");
+        let pointwise = |batch, size| Conv2dGeometry { batch, in_h: size, in_w: size, ..geometry(1, 0, 1) };
+        assert!(pays(&pointwise(128, 1)), "cropped layer4 3x3 on 28x28 inputs");
+        assert!(!pays(&pointwise(1, 1)), "one image: one product either way");
+        assert!(!pays(&pointwise(16, 56)), "DenseNet bottleneck");
     }
 
     #[test]

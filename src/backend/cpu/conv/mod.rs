@@ -14,11 +14,15 @@
 //! boundaries so late layers (7x7 outputs) still feed the GEMM wide matrices. A 1x1, stride-1,
 //! unpadded conv reads the images directly as the GEMM operand (no unrolling).
 //!
+//! Kernel taps that only ever meet padding (a 3x3 convolution of a 1x1 map) are dropped first
+//! ([`cropped`]).
+//!
 //! Parallelism: with many pixels, tasks (pixel blocks x channel bands) run on rayon's pool, each
 //! owning a disjoint part of the output and summing in a fixed order, so results do not depend
 //! on scheduling. For one image, or few pixels (late layers at small batch), a single GEMM call
 //! supplies the parallelism, and at batch 1 stores y itself with the fused epilogue.
 
+mod cropped;
 mod flipped;
 mod im2col;
 mod scratch;
@@ -146,6 +150,10 @@ pub fn conv2d_forward_with(
     }
     if let Some(packed) = w.packed {
         assert!(packed.rows() == c_out && packed.depth() == unrolled_len(g), "conv2d: packed weights of another shape");
+    } else if let Some((crop, small)) = cropped::crop(g) {
+        let w_small = crop.weights(g, w.data);
+        conv2d_forward_with(level, &small, x, ConvWeights { data: &w_small, packed: None }, finish, y);
+        return;
     }
     let k = unrolled_len(g);
     let target = task_target();
@@ -261,6 +269,10 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
     }
     if plane == 0 || g.out_channels == 0 {
         dx[..g.input_len()].fill(0.0);
+        return;
+    }
+    if let Some((crop, small)) = cropped::crop(g) {
+        conv2d_backward_input(level, &small, dy, &crop.weights(g, w), dx);
         return;
     }
     if flipped::applies(g) && flipped::pays(g) {
@@ -379,6 +391,12 @@ pub fn conv2d_backward_weight(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], d
     let dw = &mut dw[..g.weight_len()];
     if q_total == 0 {
         dw.fill(0.0);
+        return;
+    }
+    if let Some((crop, small)) = cropped::crop(g) {
+        let mut dw_small = vec![0.0; small.weight_len()];
+        conv2d_backward_weight(level, &small, x, dy, &mut dw_small);
+        crop.expand_weight_grad(g, &dw_small, dw);
         return;
     }
     // The whole path holds all of cols and, across images, a gathered copy of dY: with few
