@@ -23,7 +23,8 @@ pub(super) fn applies(g: &Conv2dGeometry) -> bool {
 /// training batch sizes, and on large planes. On late layers at batch 1-4 the old path's per-image
 /// tasks, whose col2im stays in L2, are up to 25% faster. A 1x1 kernel's old path has no col2im
 /// (W^T * dY is dx, image by image), which only loses on tiny planes: 1x1 maps (a cropped 3x3,
-/// ResNet18's layer4 on 28x28 inputs) made it one matrix-vector product per image.
+/// ResNet18's layer4 on 28x28 inputs) made it one matrix-vector product per image, while on
+/// DenseNet's 7x7 bottlenecks at batch 16 it was faster (0.71-0.79 ms against 1.12-1.20 ms).
 pub(super) fn pays(g: &Conv2dGeometry) -> bool {
     if g.kernel_h * g.kernel_w == 1 {
         return g.batch > 1 && g.out_h() * g.out_w() < TINY_PLANE;
@@ -32,7 +33,7 @@ pub(super) fn pays(g: &Conv2dGeometry) -> bool {
 }
 
 /// Output pixels per image below which a 1x1 kernel's per-image products are too thin.
-const TINY_PLANE: usize = 64;
+const TINY_PLANE: usize = 16;
 
 /// Output channels below which W^T * dY reduces too little to amortise its output tiles.
 const SHORT_REDUCTION: usize = 64;
@@ -128,7 +129,7 @@ mod tests {
         let pointwise = |batch, size| Conv2dGeometry { batch, in_h: size, in_w: size, ..geometry(1, 0, 1) };
         assert!(pays(&pointwise(128, 1)), "cropped layer4 3x3 on 28x28 inputs");
         assert!(!pays(&pointwise(1, 1)), "one image: one product either way");
-        assert!(!pays(&pointwise(16, 56)), "DenseNet bottleneck");
+        assert!(!pays(&pointwise(16, 7)), "DenseNet block 4 bottleneck");
     }
 
     #[test]
