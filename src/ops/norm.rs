@@ -92,14 +92,22 @@ fn check_params(s: NormShape, input: &[usize], gamma: &Tensor, beta: &Tensor, st
     Ok(())
 }
 
-/// Batch norm of `x` with affine parameters gamma (weight) and beta (bias).
-pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, training: bool) -> Result<Tensor> {
-    let s = checked_shape(x, gamma, beta, state)?;
-    if training && s.per_channel() < 2 {
+/// Batch statistics need more than one value per channel.
+fn check_batch_statistics(s: NormShape, x: &Tensor) -> Result<()> {
+    if s.per_channel() < 2 {
         return Err(Error::InvalidArgument {
             op: "batch_norm",
             detail: format!("training needs more than one value per channel, got input {:?}", x.dims()),
         });
+    }
+    Ok(())
+}
+
+/// Batch norm of `x` with affine parameters gamma (weight) and beta (bias).
+pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, training: bool) -> Result<Tensor> {
+    let s = checked_shape(x, gamma, beta, state)?;
+    if training {
+        check_batch_statistics(s, x)?;
     }
     let be = x.backend()?;
     let (out, mean, inv_std) = if training {
@@ -215,12 +223,7 @@ pub fn batch_norm_add_relu(
     state: &BatchNormState,
 ) -> Result<Tensor> {
     let s = checked_shape(x, gamma, beta, state)?;
-    if s.per_channel() < 2 {
-        return Err(Error::InvalidArgument {
-            op: "batch_norm",
-            detail: format!("training needs more than one value per channel, got input {:?}", x.dims()),
-        });
-    }
+    check_batch_statistics(s, x)?;
     if let Some(r) = residual {
         same_device("batch_norm_add_relu", &[x, r])?;
         if r.dims() != x.dims() {

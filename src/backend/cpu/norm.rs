@@ -79,31 +79,15 @@ fn lane_sums_shifted(level: SimdLevel, values: &[f32], shift: f64) -> (f64, f64)
         return unsafe { avx512::shifted_sums(values, shift) };
     }
     let _ = level;
-    let mut acc = ShiftedSums::default();
-    let chunks = values.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    chunks.for_each(|c| acc.add(c, shift));
-    acc.add(tail, shift);
-    (acc.sum.iter().sum(), acc.sum_sq.iter().sum())
-}
-
-/// The [`LANES`] partial sums of [`lane_sums_shifted`].
-#[derive(Default)]
-struct ShiftedSums {
-    sum: [f64; LANES],
-    sum_sq: [f64; LANES],
-}
-
-impl ShiftedSums {
-    /// Adds up to [`LANES`] values, value i to lane i. Each step is a whole-array statement, so
-    /// the lanes vectorise as one register each.
-    #[inline(always)]
-    fn add(&mut self, values: &[f32], shift: f64) {
+    let (mut sum, mut sum_sq) = ([0.0f64; LANES], [0.0f64; LANES]);
+    for chunk in values.chunks(LANES) {
+        // Lanes past the plane's end add 0, as the vector code's masks do.
         let mut d = [0.0f64; LANES];
-        d.iter_mut().zip(values).for_each(|(d, &v)| *d = v as f64 - shift);
-        self.sum.iter_mut().zip(&d).for_each(|(s, d)| *s += d);
-        self.sum_sq.iter_mut().zip(&d).for_each(|(s, d)| *s += d * d);
+        d.iter_mut().zip(chunk).for_each(|(d, &v)| *d = v as f64 - shift);
+        sum.iter_mut().zip(&d).for_each(|(s, d)| *s += d);
+        sum_sq.iter_mut().zip(&d).for_each(|(s, d)| *s += d * d);
     }
+    (sum.iter().sum(), sum_sq.iter().sum())
 }
 
 /// Where a batch norm's backward lets dy through, within one plane: a fused ReLU's mask
