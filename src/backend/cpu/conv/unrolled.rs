@@ -10,7 +10,8 @@
 //! padding or past the last column, get zero) and whether they read consecutive floats (a
 //! stride-1 row: one masked load), every other float (a stride-2 row: two loads and a permute)
 //! or anything else (a masked gather of per-lane indices). A panel row is then channel c's plane
-//! read that way, 16 lanes at a time with AVX-512.
+//! read that way, 16 lanes at a time with AVX-512, or 8 at a time (each group's two halves) with
+//! AVX2.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -26,6 +27,9 @@ const MISS: i32 = -1;
 
 /// Lanes per AVX-512 vector, the unit of [`Group`].
 const GROUP: usize = 16;
+
+/// Lanes per AVX2 vector: half a [`Group`].
+const HALF: usize = 8;
 
 /// x unrolled for the convolution `g`, from batch pixel `q0` on, as a GEMM B operand
 /// (`C_in * kh * kw` rows).
@@ -71,6 +75,22 @@ impl<'a> UnrolledInput<'a> {
             table.fill(g, self.q0 + first, width).then_some(table)
         });
         table.as_ref()
+    }
+
+    /// The vector fill for this level and panel width, if there is one.
+    fn vector_fill(&self, nr: usize) -> Option<SimdLevel> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if self.use_avx512(nr) {
+                return Some(SimdLevel::Avx512);
+            }
+            let avx2 = self.level >= SimdLevel::Avx2 && is_x86_feature_detected!("avx2");
+            if avx2 && nr.is_multiple_of(HALF) {
+                return Some(SimdLevel::Avx2);
+            }
+        }
+        let _ = nr;
+        None
     }
 
     fn use_avx512(&self, nr: usize) -> bool {
@@ -132,15 +152,33 @@ impl UnrolledInput<'_> {
             unsafe { fill_avx512(table, x, g, rows, panel) }
         });
     }
+
+    /// [`Self::pack_with`] compiled for AVX2, rows by [`fill_avx2`].
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `nr` is a multiple of 8.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pack_avx2(&self, dst: &mut [f32], nr: usize, j0: usize, n: usize, p0: usize, kc: usize) {
+        let (g, x) = (self.g, self.x);
+        self.pack_with(dst, nr, j0, n, p0, kc, |table, rows, panel| {
+            // SAFETY: AVX2 is our caller's contract; the table was just filled for `g`, whose
+            // input `new` checked `x` to hold; the GEMM asks only for rows below k.
+            unsafe { fill_avx2(table, x, g, rows, panel) }
+        });
+    }
 }
 
 impl PanelSource for UnrolledInput<'_> {
     fn pack(&self, dst: &mut [f32], nr: usize, j0: usize, n: usize, p0: usize, kc: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if self.use_avx512(nr) {
-            // SAFETY: `use_avx512` checked AVX-512F and that nr is a multiple of 16.
-            unsafe { self.pack_avx512(dst, nr, j0, n, p0, kc) };
-            return;
+        match self.vector_fill(nr) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `vector_fill` checked AVX-512F and that nr is a multiple of 16.
+            Some(SimdLevel::Avx512) => return unsafe { self.pack_avx512(dst, nr, j0, n, p0, kc) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `vector_fill` checked AVX2 and that nr is a multiple of 8.
+            Some(SimdLevel::Avx2) => return unsafe { self.pack_avx2(dst, nr, j0, n, p0, kc) },
+            _ => {}
         }
         let (g, x) = (self.g, self.x);
         self.pack_with(dst, nr, j0, n, p0, kc, |table, rows, panel| fill_scalar(table, x, g, rows, panel));
@@ -403,6 +441,77 @@ unsafe fn fill_avx512(table: &PanelTaps, x: &[f32], g: &Conv2dGeometry, rows: Ro
                     }
                 };
                 _mm512_storeu_ps(panel.as_mut_ptr().add(p * table.nr + h * GROUP), v);
+            }
+        }
+        t += 1;
+        if t == table.taps {
+            (c, t) = (c + 1, 0);
+        }
+    }
+}
+
+/// Panel rows from the table, 8 lanes (half a group) at a time: a plain load where all 8 lanes
+/// read consecutive floats, a masked load where some do, two loads and a shuffle for every
+/// other float, a masked gather otherwise.
+///
+/// # Safety
+/// The CPU supports AVX2; `table` was filled for geometry `g`, whose input `x` holds; the panel
+/// is `kc` rows of `table.nr` floats, `nr` a multiple of 8; the rows exist (`c` stays below
+/// `C_in`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fill_avx2(table: &PanelTaps, x: &[f32], g: &Conv2dGeometry, rows: RowRange, panel: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let hw = g.in_h * g.in_w;
+    let RowRange { mut c, mut t, kc } = rows;
+    assert!(panel.len() >= kc * table.nr && (c * table.taps + t + kc) <= g.in_channels * table.taps);
+    let halves = table.nr / HALF;
+    // Bit l of an 8-bit mask, for widening it to a vector mask.
+    let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let widen = |bits: u16| {
+        let bits = _mm256_set1_epi32(i32::from(bits & 0xff));
+        _mm256_cmpeq_epi32(_mm256_and_si256(bits, bit), bit)
+    };
+    for p in 0..kc {
+        // As in `fill_avx512`: lanes reading later images reach past this plane, but only to
+        // elements of x.
+        let plane = x.as_ptr().wrapping_add(table.base + c * hw);
+        for half in 0..halves {
+            let (h, upper) = (half / 2, half % 2);
+            let group = table.groups[t * table.groups_per_tap + h];
+            let mask = group.mask >> (upper * HALF) & 0xff;
+            // SAFETY: as in `fill_avx512`: every float a load or gather enables is one a reading
+            // lane reads, an element of x by the table's construction; disabled positions are
+            // never accessed. The store writes 8 floats of row p, inside the panel.
+            unsafe {
+                let v = match group.read {
+                    _ if mask == 0 => _mm256_setzero_ps(),
+                    Read::Unit { start } => {
+                        let at = plane.wrapping_offset(start as isize + (upper * HALF) as isize);
+                        if mask == 0xff {
+                            _mm256_loadu_ps(at)
+                        } else {
+                            _mm256_maskload_ps(at, widen(mask))
+                        }
+                    }
+                    Read::Pairs { start, low, high } => {
+                        // This half's 8 lanes read positions 0, 2, .., 14 of the 16 floats here.
+                        let positions = if upper == 0 { low } else { high };
+                        let at = plane.wrapping_offset(start as isize + (upper * GROUP) as isize);
+                        let a = _mm256_maskload_ps(at, widen(positions));
+                        let b = _mm256_maskload_ps(at.wrapping_add(HALF), widen(positions >> 8));
+                        // [a0 a2 b0 b2 | a4 a6 b4 b6], then its 64-bit quarters reordered 0 2 1 3.
+                        let evens = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(evens)))
+                    }
+                    Read::Gather { at } => {
+                        let index = table.gather_index(at)[upper * HALF..].as_ptr();
+                        let index = _mm256_loadu_si256(index.cast());
+                        let enabled = _mm256_castsi256_ps(widen(mask));
+                        _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), plane, index, enabled)
+                    }
+                };
+                _mm256_storeu_ps(panel.as_mut_ptr().add(p * table.nr + half * HALF), v);
             }
         }
         t += 1;
