@@ -74,9 +74,12 @@ const LANES: usize = 8;
 /// (the same partial sums, to the bit, at every SIMD level).
 fn lane_sums_shifted(level: SimdLevel, values: &[f32], shift: f64) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx512 {
+    match level {
         // SAFETY: the level is only Avx512 when the CPU has AVX-512F.
-        return unsafe { avx512::shifted_sums(values, shift) };
+        SimdLevel::Avx512 => return unsafe { vector::shifted_sums_avx512(values, shift) },
+        // SAFETY: the level is only Avx2 when the CPU has AVX2.
+        SimdLevel::Avx2 => return unsafe { vector::shifted_sums_avx2(values, shift) },
+        SimdLevel::Portable => {}
     }
     let _ = level;
     let (mut sum, mut sum_sq) = ([0.0f64; LANES], [0.0f64; LANES]);
@@ -119,9 +122,12 @@ impl Gate<'_> {
 /// xhat = (x - mean) * inv_std. The last sum measures how far the f32 mean is from the data's.
 fn lane_sums_dy(level: SimdLevel, x: &[f32], dy: &[f32], gate: Gate<'_>, mean: f32, inv_std: f32) -> [f64; 3] {
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx512 {
+    match level {
         // SAFETY: the level is only Avx512 when the CPU has AVX-512F.
-        return unsafe { avx512::dy_sums(x, dy, gate, mean, inv_std) };
+        SimdLevel::Avx512 => return unsafe { vector::dy_sums_avx512(x, dy, gate, mean, inv_std) },
+        // SAFETY: the level is only Avx2 when the CPU has AVX2.
+        SimdLevel::Avx2 => return unsafe { vector::dy_sums_avx2(x, dy, gate, mean, inv_std) },
+        SimdLevel::Portable => {}
     }
     let _ = level;
     let (mut sdy, mut sdyx, mut sxc) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
@@ -605,72 +611,206 @@ fn backward_rows(
     (dx, dgamma, dbeta)
 }
 
-/// The AVX-512 forms of the two reductions. Lane l of each f64 vector is the portable code's
-/// partial sum l, updated with the same operations in the same order, so both give the same bits.
+/// The AVX-512 and AVX2 forms of the two reductions. Lane l of the f64 accumulators is the
+/// portable code's partial sum l, updated with the same operations in the same order, so every
+/// level gives the same bits. The f32 work is the same 8-lane ymm code at both levels; only the
+/// accumulator differs (one zmm of 8 doubles, or two ymm of 4).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+mod vector {
     use super::{Gate, LANES};
     use std::arch::x86_64::*;
 
-    /// [`super::lane_sums_shifted`].
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn shifted_sums(values: &[f32], shift: f64) -> (f64, f64) {
-        let sh = _mm512_set1_pd(shift);
-        let (mut sum, mut sum_sq) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-        for start in (0..values.len()).step_by(LANES) {
-            let len = LANES.min(values.len() - start);
-            let v = load8(&values[start..start + len]);
-            // Lanes past the end contribute 0, as the portable code's untouched lanes.
-            let d = _mm512_maskz_sub_pd(lane_mask(len), _mm512_cvtps_pd(v), sh);
-            sum = _mm512_add_pd(sum, d);
-            sum_sq = _mm512_add_pd(sum_sq, _mm512_mul_pd(d, d));
-        }
-        (total(sum), total(sum_sq))
+    /// Eight f64 partial sums.
+    trait Sums: Copy {
+        fn zero() -> Self;
+        /// Each lane plus the matching lane of `v` widened to f64.
+        fn add_widened(self, v: __m256) -> Self;
+        /// `(lanes + d, lanes_sq + d * d)` for d = widened v - shift, 0 in lanes from `len` on.
+        fn add_shifted(sums: (Self, Self), v: __m256, shift: f64, len: usize) -> (Self, Self);
+        /// The lanes added in order, as the portable code's `iter().sum()`.
+        fn total(self) -> f64;
     }
 
-    /// [`super::lane_sums_dy`].
+    #[derive(Clone, Copy)]
+    struct Zmm(__m512d);
+
+    impl Sums for Zmm {
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: only reached from functions compiled for AVX-512F.
+            Zmm(unsafe { _mm512_setzero_pd() })
+        }
+        #[inline(always)]
+        fn add_widened(self, v: __m256) -> Self {
+            // SAFETY: as for `zero`.
+            Zmm(unsafe { _mm512_add_pd(self.0, _mm512_cvtps_pd(v)) })
+        }
+        #[inline(always)]
+        fn add_shifted((sum, sum_sq): (Self, Self), v: __m256, shift: f64, len: usize) -> (Self, Self) {
+            // SAFETY: as for `zero`.
+            unsafe {
+                let keep = ((1u32 << len) - 1) as __mmask8;
+                let d = _mm512_maskz_sub_pd(keep, _mm512_cvtps_pd(v), _mm512_set1_pd(shift));
+                (Zmm(_mm512_add_pd(sum.0, d)), Zmm(_mm512_add_pd(sum_sq.0, _mm512_mul_pd(d, d))))
+            }
+        }
+        #[inline(always)]
+        fn total(self) -> f64 {
+            let mut lanes = [0.0f64; LANES];
+            // SAFETY: as for `zero`; `lanes` holds 8 doubles, the store is unaligned.
+            unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), self.0) };
+            lanes.iter().sum()
+        }
+    }
+
+    /// Lanes 0-3 and 4-7.
+    #[derive(Clone, Copy)]
+    struct Ymm2([__m256d; 2]);
+
+    impl Ymm2 {
+        /// v's low and high four floats widened to f64.
+        #[inline(always)]
+        fn widen(v: __m256) -> [__m256d; 2] {
+            // SAFETY: only reached from functions compiled for AVX2.
+            unsafe { [_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))] }
+        }
+    }
+
+    impl Sums for Ymm2 {
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: as for `Ymm2::widen`.
+            Ymm2([unsafe { _mm256_setzero_pd() }; 2])
+        }
+        #[inline(always)]
+        fn add_widened(self, v: __m256) -> Self {
+            let w = Self::widen(v);
+            // SAFETY: as for `Ymm2::widen`.
+            Ymm2(unsafe { [_mm256_add_pd(self.0[0], w[0]), _mm256_add_pd(self.0[1], w[1])] })
+        }
+        #[inline(always)]
+        fn add_shifted((sum, sum_sq): (Self, Self), v: __m256, shift: f64, len: usize) -> (Self, Self) {
+            let w = Self::widen(v);
+            let (mut s, mut q) = (sum.0, sum_sq.0);
+            // SAFETY: as for `Ymm2::widen`.
+            unsafe {
+                let sh = _mm256_set1_pd(shift);
+                for half in 0..2 {
+                    // Lanes from `len` on are +0, as the portable code's untouched lanes.
+                    let d = _mm256_and_pd(_mm256_sub_pd(w[half], sh), keep_pd(len, half));
+                    s[half] = _mm256_add_pd(s[half], d);
+                    q[half] = _mm256_add_pd(q[half], _mm256_mul_pd(d, d));
+                }
+            }
+            (Ymm2(s), Ymm2(q))
+        }
+        #[inline(always)]
+        fn total(self) -> f64 {
+            let mut lanes = [0.0f64; LANES];
+            // SAFETY: as for `Ymm2::widen`; `lanes` holds 8 doubles, the stores are unaligned.
+            unsafe {
+                _mm256_storeu_pd(lanes.as_mut_ptr(), self.0[0]);
+                _mm256_storeu_pd(lanes.as_mut_ptr().add(4), self.0[1]);
+            }
+            lanes.iter().sum()
+        }
+    }
+
+    /// All-ones bits in the lanes of quarter `half` (lanes 4 half .. 4 half + 4) below `len`.
+    #[inline(always)]
+    fn keep_pd(len: usize, half: usize) -> __m256d {
+        let mut lanes = [0u64; 4];
+        lanes.iter_mut().enumerate().for_each(|(l, v)| *v = if 4 * half + l < len { u64::MAX } else { 0 });
+        // SAFETY: only reached from functions compiled for AVX2; `lanes` holds 4 u64s.
+        unsafe { _mm256_castsi256_pd(_mm256_loadu_si256(lanes.as_ptr().cast())) }
+    }
+
+    /// [`super::lane_sums_shifted`] with AVX-512F.
     ///
     /// # Safety
     /// The CPU supports AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dy_sums(x: &[f32], dy: &[f32], gate: Gate<'_>, mean: f32, inv_std: f32) -> [f64; 3] {
-        let (m, is, zero) = (_mm256_set1_ps(mean), _mm256_set1_ps(inv_std), _mm256_setzero_ps());
-        let (mut sdy, mut sdyx, mut sxc) = (_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd());
+    pub(super) unsafe fn shifted_sums_avx512(values: &[f32], shift: f64) -> (f64, f64) {
+        shifted_sums::<Zmm>(values, shift)
+    }
+
+    /// [`super::lane_sums_shifted`] with AVX2.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn shifted_sums_avx2(values: &[f32], shift: f64) -> (f64, f64) {
+        shifted_sums::<Ymm2>(values, shift)
+    }
+
+    /// [`super::lane_sums_dy`] with AVX-512F.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dy_sums_avx512(x: &[f32], dy: &[f32], gate: Gate<'_>, mean: f32, inv_std: f32) -> [f64; 3] {
+        dy_sums::<Zmm>(x, dy, gate, mean, inv_std)
+    }
+
+    /// [`super::lane_sums_dy`] with AVX2.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dy_sums_avx2(x: &[f32], dy: &[f32], gate: Gate<'_>, mean: f32, inv_std: f32) -> [f64; 3] {
+        dy_sums::<Ymm2>(x, dy, gate, mean, inv_std)
+    }
+
+    #[inline(always)]
+    fn shifted_sums<S: Sums>(values: &[f32], shift: f64) -> (f64, f64) {
+        let mut sums = (S::zero(), S::zero());
+        for start in (0..values.len()).step_by(LANES) {
+            let len = LANES.min(values.len() - start);
+            sums = S::add_shifted(sums, load8(&values[start..start + len]), shift, len);
+        }
+        (sums.0.total(), sums.1.total())
+    }
+
+    #[inline(always)]
+    fn dy_sums<S: Sums>(x: &[f32], dy: &[f32], gate: Gate<'_>, mean: f32, inv_std: f32) -> [f64; 3] {
+        // SAFETY (all intrinsics below): AVX, which both callers' target features imply.
+        let (m, is, zero) = unsafe { (_mm256_set1_ps(mean), _mm256_set1_ps(inv_std), _mm256_setzero_ps()) };
+        let (mut sdy, mut sdyx, mut sxc) = (S::zero(), S::zero(), S::zero());
         for start in (0..x.len()).step_by(LANES) {
             let len = LANES.min(x.len() - start);
             let span = start..start + len;
             // Zero padding past the end: dy = 0 there, so d = 0 whatever the gate says.
             let (xv, dv) = (load8(&x[span.clone()]), load8(&dy[span.clone()]));
-            let d = match gate {
-                Gate::All => dv,
-                // Not (v <= 0), unordered true: relu_passes(), NaN passing.
-                Gate::Positive(out) => _mm256_and_ps(dv, _mm256_cmp_ps::<_CMP_NLE_UQ>(load8(&out[span]), zero)),
-                Gate::Affine { mean, scale, shift } => {
-                    // affine(): (x - mean) * scale + shift, no fused multiply-add.
-                    let centred = _mm256_sub_ps(xv, _mm256_set1_ps(mean));
-                    let v = _mm256_add_ps(_mm256_mul_ps(centred, _mm256_set1_ps(scale)), _mm256_set1_ps(shift));
-                    _mm256_and_ps(dv, _mm256_cmp_ps::<_CMP_NLE_UQ>(v, zero))
-                }
-            };
-            let centred = _mm256_sub_ps(xv, m);
-            let xhat = _mm256_mul_ps(centred, is);
-            sdy = _mm512_add_pd(sdy, _mm512_cvtps_pd(d));
-            sdyx = _mm512_add_pd(sdyx, _mm512_cvtps_pd(_mm256_mul_ps(d, xhat)));
-            // Padded lanes have x = 0, not x = mean: masked out.
-            let centred = if len == LANES { centred } else { _mm256_and_ps(centred, pad_mask(len)) };
-            sxc = _mm512_add_pd(sxc, _mm512_cvtps_pd(centred));
+            // SAFETY: AVX, as above.
+            unsafe {
+                let d = match gate {
+                    Gate::All => dv,
+                    // Not (v <= 0), unordered true: relu_passes(), NaN passing.
+                    Gate::Positive(out) => _mm256_and_ps(dv, _mm256_cmp_ps::<_CMP_NLE_UQ>(load8(&out[span]), zero)),
+                    Gate::Affine { mean, scale, shift } => {
+                        // affine(): (x - mean) * scale + shift, no fused multiply-add.
+                        let centred = _mm256_sub_ps(xv, _mm256_set1_ps(mean));
+                        let v = _mm256_add_ps(_mm256_mul_ps(centred, _mm256_set1_ps(scale)), _mm256_set1_ps(shift));
+                        _mm256_and_ps(dv, _mm256_cmp_ps::<_CMP_NLE_UQ>(v, zero))
+                    }
+                };
+                let centred = _mm256_sub_ps(xv, m);
+                let xhat = _mm256_mul_ps(centred, is);
+                sdy = sdy.add_widened(d);
+                sdyx = sdyx.add_widened(_mm256_mul_ps(d, xhat));
+                // Padded lanes have x = 0, not x = mean: masked out.
+                let centred = if len == LANES { centred } else { _mm256_and_ps(centred, pad_mask(len)) };
+                sxc = sxc.add_widened(centred);
+            }
         }
-        [total(sdy), total(sdyx), total(sxc)]
+        [sdy.total(), sdyx.total(), sxc.total()]
     }
 
     /// Up to eight floats, zero-padded to a vector.
     #[inline(always)]
     fn load8(v: &[f32]) -> __m256 {
         if v.len() == LANES {
-            // SAFETY: `v` holds 8 floats; the load is unaligned.
+            // SAFETY: `v` holds 8 floats; the load is unaligned (AVX, as for `dy_sums`).
             return unsafe { _mm256_loadu_ps(v.as_ptr()) };
         }
         let mut lanes = [0.0f32; LANES];
@@ -686,20 +826,6 @@ mod avx512 {
         lanes[..len].fill(u32::MAX);
         // SAFETY: `lanes` holds 8 u32s; the load is unaligned.
         unsafe { _mm256_castsi256_ps(_mm256_loadu_si256(lanes.as_ptr().cast())) }
-    }
-
-    #[inline(always)]
-    fn lane_mask(len: usize) -> __mmask8 {
-        ((1u32 << len) - 1) as __mmask8
-    }
-
-    /// The lanes added in order, as the portable code's `iter().sum()`.
-    #[inline(always)]
-    fn total(v: __m512d) -> f64 {
-        let mut lanes = [0.0f64; LANES];
-        // SAFETY: `lanes` holds 8 doubles; the store is unaligned.
-        unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), v) };
-        lanes.iter().sum()
     }
 }
 
