@@ -48,13 +48,85 @@ impl MicroKernel for Avx2 {
     }
 }
 
-/// [`pack_panels`] compiled for AVX2: whole-ymm copies.
+/// [`pack_panels`] compiled for AVX2 (whole-ymm copies), except that strided sources are
+/// transposed 8 x 8 in registers instead of element by element when the panel width is a
+/// multiple of 8 (B's panels; A's 6-row panels keep the element loop).
 ///
 /// # Safety
 /// The CPU supports AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn pack<const W: usize>(dst: &mut [f32], src: StripSource<'_>, w0: usize, extent: usize, p0: usize, kc: usize) {
-    pack_panels::<W>(dst, src, w0, extent, p0, kc);
+    if src.w_contiguous || !W.is_multiple_of(8) {
+        pack_panels::<W>(dst, src, w0, extent, p0, kc);
+        return;
+    }
+    for (i, panel) in dst.chunks_exact_mut(kc * W).enumerate() {
+        let start = w0 + i * W;
+        pack_strided::<W>(panel, src, start, (extent - start).min(W), p0, kc);
+    }
+}
+
+/// Packs strips `w0 .. w0 + width` (zero past `width`), k indices `p0 .. p0 + kc`, of a source
+/// whose element (w, p) is at `w * ld + p`, into `dst[p * W + w]`: 8 strips by 8 k steps at a
+/// time are loaded as rows, transposed in registers and stored as k-step vectors. `W` is a
+/// multiple of 8.
+#[target_feature(enable = "avx2")]
+fn pack_strided<const W: usize>(dst: &mut [f32], src: StripSource<'_>, w0: usize, width: usize, p0: usize, kc: usize) {
+    // These two checks make every access below in bounds.
+    let dst = &mut dst[..kc * W];
+    let last = (w0 + width - 1) * src.ld + p0 + kc;
+    assert!(W.is_multiple_of(8) && width >= 1 && width <= W && last <= src.data.len());
+    for pb in (0..kc).step_by(8) {
+        let steps = (kc - pb).min(8);
+        let pmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(steps as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for g in 0..W / 8 {
+            let mut rows = [_mm256_setzero_ps(); 8];
+            for (i, row) in rows.iter_mut().enumerate().take(width.saturating_sub(g * 8)) {
+                let at = src.data.as_ptr().wrapping_add((w0 + g * 8 + i) * src.ld + p0 + pb);
+                // SAFETY: lanes 0..steps read data[at .. at + steps] (as an offset), and
+                // at + steps <= `last`, checked above; masked-off lanes are not accessed.
+                *row = unsafe {
+                    if steps == 8 {
+                        _mm256_loadu_ps(at)
+                    } else {
+                        _mm256_maskload_ps(at, pmask)
+                    }
+                };
+            }
+            let cols = transpose8(rows);
+            for (p, col) in cols.iter().enumerate().take(steps) {
+                let at = (pb + p) * W + g * 8;
+                // SAFETY: dst[at .. at + 8] lies inside dst[(pb + p) * W .. (pb + p + 1) * W]
+                // (g * 8 + 8 <= W) with pb + p < kc, within `dst`.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(at), *col) };
+            }
+        }
+    }
+}
+
+/// Transposes an 8 x 8 block held as 8 row vectors: output vector i holds lane i of every input
+/// row. Pairs of rows interleaved, 4 x 4 blocks within each 128-bit half, then the halves swapped.
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let mut t = [_mm256_setzero_ps(); 8];
+    for i in 0..4 {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let mut u = [_mm256_setzero_ps(); 8];
+    for q in 0..2 {
+        let (a, b, c, d) = (t[4 * q], t[4 * q + 1], t[4 * q + 2], t[4 * q + 3]);
+        u[4 * q] = _mm256_shuffle_ps::<0x44>(a, c);
+        u[4 * q + 1] = _mm256_shuffle_ps::<0xEE>(a, c);
+        u[4 * q + 2] = _mm256_shuffle_ps::<0x44>(b, d);
+        u[4 * q + 3] = _mm256_shuffle_ps::<0xEE>(b, d);
+    }
+    let mut out = [_mm256_setzero_ps(); 8];
+    for j in 0..4 {
+        out[j] = _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j]);
+        out[4 + j] = _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j]);
+    }
+    out
 }
 
 /// See [`MicroKernel::tile`].
