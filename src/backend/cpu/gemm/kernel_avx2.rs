@@ -129,7 +129,9 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     out
 }
 
-/// See [`MicroKernel::tile`].
+/// See [`MicroKernel::tile`]. Dispatches on the tile's row count, so an edge tile of a few rows
+/// (C_out = 32 is 6 x 5 + 2 rows, DenseNet's growth convolutions) costs its own rows' FMAs
+/// instead of a full tile's.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel(
@@ -142,9 +144,42 @@ unsafe fn kernel(
     cols: usize,
     beta: f32,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    macro_rules! by_rows {
+        ($($r:literal)*) => {
+            match rows {
+                // SAFETY: forwarded contract; R == rows.
+                $($r => unsafe { kernel_rows::<$r>(kc, a, b, c, ldc, cols, beta) },)*
+                _ => panic!("micro-kernel tile of {rows} rows (1..={MR})"),
+            }
+        };
+    }
+    by_rows!(1 2 3 4 5 6)
+}
+
+/// The tile's first `R` rows (of a panel packed `MR` rows wide).
+///
+/// # Safety
+/// As [`MicroKernel::tile`] with `rows == R <= MR`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_rows<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    beta: f32,
+) {
+    // Start fetching the C tile now so the loads after the k loop hit L1. Prefetches never
+    // fault, so the tile's possibly-unused tail needs no care.
+    for r in 0..R {
+        let row = c.wrapping_add(r * ldc).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * NR - 4));
+    }
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     // SAFETY: the caller guarantees `kc * MR` floats at `a` and `kc * NR` at `b`; step p reads
-    // a[p * MR .. p * MR + MR] and b[p * NR .. p * NR + NR].
+    // a[p * MR .. p * MR + R] and b[p * NR .. p * NR + NR].
     unsafe {
         for p in 0..kc {
             let ap = a.add(p * MR);
@@ -158,7 +193,7 @@ unsafe fn kernel(
         }
     }
     let vbeta = _mm256_set1_ps(beta);
-    for (r, acc_r) in acc.iter().enumerate().take(rows) {
+    for (r, acc_r) in acc.iter().enumerate() {
         // SAFETY: row r < rows of the tile is writable for `cols` floats (caller's contract); the
         // full-width path runs only when cols == NR.
         unsafe {
