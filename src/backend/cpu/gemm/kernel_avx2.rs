@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 
 use super::driver::MicroKernel;
-use super::pack::{pack_panels, StripSource};
+use super::pack::{pack_panels, pack_panels_with, StripSource};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -56,14 +56,13 @@ impl MicroKernel for Avx2 {
 /// The CPU supports AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn pack<const W: usize>(dst: &mut [f32], src: StripSource<'_>, w0: usize, extent: usize, p0: usize, kc: usize) {
-    if src.w_contiguous || !W.is_multiple_of(8) {
+    if !W.is_multiple_of(8) {
         pack_panels::<W>(dst, src, w0, extent, p0, kc);
         return;
     }
-    for (i, panel) in dst.chunks_exact_mut(kc * W).enumerate() {
-        let start = w0 + i * W;
-        pack_strided::<W>(panel, src, start, (extent - start).min(W), p0, kc);
-    }
+    pack_panels_with::<W>(dst, src, w0, extent, p0, kc, |panel, src, w0, width, p0, kc| {
+        pack_strided::<W>(panel, src, w0, width, p0, kc)
+    });
 }
 
 /// Packs strips `w0 .. w0 + width` (zero past `width`), k indices `p0 .. p0 + kc`, of a source

@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::driver::MicroKernel;
-use super::pack::{pack_panels, StripSource};
+use super::pack::{pack_panels_with, StripSource};
 
 const MR: usize = 14;
 const NR: usize = 32;
@@ -54,21 +54,16 @@ impl MicroKernel for Avx512 {
     }
 }
 
-/// [`pack_panels`] compiled for AVX-512 (whole-zmm copies), except that strided sources are
+/// [`super::pack::pack_panels`] compiled for AVX-512 (whole-zmm copies), except that strided sources are
 /// transposed 16 x 16 in registers instead of element by element.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn pack<const W: usize>(dst: &mut [f32], src: StripSource<'_>, w0: usize, extent: usize, p0: usize, kc: usize) {
-    if src.w_contiguous {
-        pack_panels::<W>(dst, src, w0, extent, p0, kc);
-        return;
-    }
-    for (i, panel) in dst.chunks_exact_mut(kc * W).enumerate() {
-        let start = w0 + i * W;
-        pack_strided::<W>(panel, src, start, (extent - start).min(W), p0, kc);
-    }
+    pack_panels_with::<W>(dst, src, w0, extent, p0, kc, |panel, src, w0, width, p0, kc| {
+        pack_strided::<W>(panel, src, w0, width, p0, kc)
+    });
 }
 
 /// Packs strips `w0 .. w0 + width` (zero past `width`), k indices `p0 .. p0 + kc`, of a source

@@ -46,12 +46,27 @@ pub(super) fn pack_panels<const W: usize>(
     p0: usize,
     kc: usize,
 ) {
+    pack_panels_with::<W>(dst, src, w0, extent, p0, kc, pack_strided::<W>);
+}
+
+/// [`pack_panels`] with strided sources packed panel by panel by `strided(panel, src, w0, width,
+/// p0, kc)`: a kernel's register-transposing form of [`pack_strided`].
+#[inline(always)]
+pub(super) fn pack_panels_with<const W: usize>(
+    dst: &mut [f32],
+    src: StripSource<'_>,
+    w0: usize,
+    extent: usize,
+    p0: usize,
+    kc: usize,
+    strided: impl Fn(&mut [f32], StripSource<'_>, usize, usize, usize, usize),
+) {
     if src.w_contiguous {
         pack_contiguous::<W>(dst, src, w0, extent, p0, kc);
     } else {
         for (i, panel) in dst.chunks_exact_mut(kc * W).enumerate() {
             let start = w0 + i * W;
-            pack_strided::<W>(panel, src, start, (extent - start).min(W), p0, kc);
+            strided(panel, src, start, (extent - start).min(W), p0, kc);
         }
     }
 }
