@@ -252,7 +252,13 @@ fn pack_shared(
     let panels = extent.div_ceil(w);
     // Panels are packed in groups about 256 strips wide: long sequential runs when a source row
     // feeds all the group's panels, and few enough tasks that scheduling costs nothing.
-    let group_panels = 256usize.div_ceil(w);
+    // With threads to share, at least one group each: a small operand (an MLP's 128-row batch
+    // is 10 panels) would otherwise be one group, packed by one thread while the others wait.
+    let group_panels = if parallel {
+        256usize.div_ceil(w).min(panels.div_ceil(rayon::current_num_threads())).max(1)
+    } else {
+        256usize.div_ceil(w)
+    };
     let mut rest = dst;
     let mut p0 = 0;
     while p0 < k {
