@@ -27,10 +27,10 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 #[inline(always)]
 pub fn philox4x32_10_lanes<const LANES: usize>(first_block: u64, key: [u32; 2]) -> [[u32; LANES]; 4] {
     let mut c = [[0u32; LANES]; 4];
-    for lane in 0..LANES {
+    let [low, high, _, _] = &mut c;
+    for (lane, (low, high)) in low.iter_mut().zip(high.iter_mut()).enumerate() {
         let block = first_block.wrapping_add(lane as u64);
-        c[0][lane] = block as u32;
-        c[1][lane] = (block >> 32) as u32;
+        (*low, *high) = (block as u32, (block >> 32) as u32);
     }
     let mut k = key;
     for _ in 0..10 {
@@ -99,10 +99,9 @@ mod tests {
         // Across the 2^32 carry of the counter's low word, too.
         for first in [0u64, 5, u32::MAX as u64 - 7] {
             let words = philox4x32_10_lanes::<16>(first, key(0x1234_5678_9abc));
-            for lane in 0..16 {
-                let block = first + lane as u64;
+            for (lane, block) in (first..first + 16).enumerate() {
                 let one = philox4x32_10([block as u32, (block >> 32) as u32, 0, 0], key(0x1234_5678_9abc));
-                assert_eq!([words[0][lane], words[1][lane], words[2][lane], words[3][lane]], one, "block {block}");
+                assert_eq!(words.map(|word| word[lane]), one, "block {block}");
             }
         }
     }

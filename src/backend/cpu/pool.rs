@@ -166,9 +166,9 @@ fn row_window_argmax(g: &Pool2dGeometry, plane: &[f32], r: usize, out: &mut [f32
     let base = r * g.in_w;
     let walk = |cols: std::ops::Range<usize>| {
         let mut best = (row[cols.start], cols.start);
-        for c in cols.start + 1..cols.end {
-            if takes_over(row[c], best.0) {
-                best = (row[c], c);
+        for (c, &v) in row.iter().enumerate().take(cols.end).skip(cols.start + 1) {
+            if takes_over(v, best.0) {
+                best = (v, c);
             }
         }
         best
@@ -332,7 +332,7 @@ mod tests {
                     state ^= state << 13;
                     state ^= state >> 17;
                     state ^= state << 5;
-                    if state % 31 == 0 {
+                    if state.is_multiple_of(31) {
                         f32::NAN
                     } else {
                         (state % 9) as f32 - 4.0
