@@ -214,29 +214,37 @@ pub const DENSENET121_CONVS: [ConvLayer; 12] = [
 
 /// Forward, backward-input and backward-weight of every ResNet18 convolution at `batch`, then a
 /// `conv2d.resnet18.b{batch}.total` line: the time of one network's worth of conv forward and
-/// backward (each layer times its count; no input gradient for the stem).
-pub fn conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
-    conv_set_benches(&RESNET18_CONVS, "resnet18", batch, budget)
+/// backward (each layer times its count; no input gradient for the stem). With `layers`
+/// non-empty, only the convolutions whose name contains one of them run, and the total sums those.
+pub fn conv_benches(batch: usize, budget: Budget, layers: &[String]) -> Vec<Measurement> {
+    conv_set_benches(&RESNET18_CONVS, "resnet18", batch, budget, layers)
 }
 
 /// [`conv_benches`] for DenseNet121's convolutions ([`DENSENET121_CONVS`]), with a
 /// `conv2d.densenet121.b{batch}.total` line.
-pub fn densenet_conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
-    conv_set_benches(&DENSENET121_CONVS, "densenet121", batch, budget)
+pub fn densenet_conv_benches(batch: usize, budget: Budget, layers: &[String]) -> Vec<Measurement> {
+    conv_set_benches(&DENSENET121_CONVS, "densenet121", batch, budget, layers)
 }
 
 /// [`conv_benches`] for ResNet18 with the small-image stem ([`RESNET18_SMALL_CONVS`]) at
 /// `batch`, with a `conv2d.resnet18-small.b{batch}.total` line.
-pub fn small_conv_benches(batch: usize, budget: Budget) -> Vec<Measurement> {
-    conv_set_benches(&RESNET18_SMALL_CONVS, "resnet18-small", batch, budget)
+pub fn small_conv_benches(batch: usize, budget: Budget, layers: &[String]) -> Vec<Measurement> {
+    conv_set_benches(&RESNET18_SMALL_CONVS, "resnet18-small", batch, budget, layers)
 }
 
-fn conv_set_benches(layers: &[ConvLayer], net: &str, batch: usize, budget: Budget) -> Vec<Measurement> {
+fn conv_set_benches(
+    layers: &[ConvLayer],
+    net: &str,
+    batch: usize,
+    budget: Budget,
+    only: &[String],
+) -> Vec<Measurement> {
     let level = SimdLevel::current();
     let mut out = Vec::new();
     let mut total = [0.0f64; 3];
     let mut total_flops = 0.0;
-    for &l in layers {
+    let wanted = |l: &ConvLayer| only.is_empty() || only.iter().any(|c| l.name.contains(c.as_str()));
+    for &l in layers.iter().filter(|l| wanted(l)) {
         let g = l.geometry(batch);
         let x = random_vec(g.input_len(), 3);
         let w = random_vec(g.weight_len(), 4);

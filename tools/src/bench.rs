@@ -33,7 +33,8 @@ pub struct BenchArgs {
     /// Image folder (with an `images/` subfolder of PNGs) for the data group.
     #[arg(long, default_value = "../shared/data/nih256")]
     data_dir: std::path::PathBuf,
-    /// Only the training cases whose name contains one of these (e.g. `mlp`, `resnet18.b32`).
+    /// Only the training cases, and the convolution layers of the conv groups, whose name contains
+    /// one of these (e.g. `mlp`, `resnet18.b32`, `layer4`); a conv group's total then sums those.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// Short runs (a smoke test, not a measurement).
@@ -75,14 +76,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.only.iter().any(|g| g == "conv") {
         for &batch in &args.batch {
-            emit(bench::conv_benches(batch, budget));
+            emit(bench::conv_benches(batch, budget, &args.cases));
         }
     }
     if args.only.iter().any(|g| g == "small-conv") {
-        emit(bench::small_conv_benches(SMALL_CONV_BATCH, budget));
+        emit(bench::small_conv_benches(SMALL_CONV_BATCH, budget, &args.cases));
     }
     if args.only.iter().any(|g| g == "densenet-conv") {
-        emit(bench::densenet_conv_benches(DENSENET_CONV_BATCH, budget));
+        emit(bench::densenet_conv_benches(DENSENET_CONV_BATCH, budget, &args.cases));
     }
     if args.only.iter().any(|g| g == "model") {
         let archs = args.models.iter().map(|m| cxr::models::Architecture::parse(m)).collect::<cxr::Result<Vec<_>>>()?;

@@ -166,13 +166,9 @@ impl Backend for CpuBackend {
         };
         let norm = norm_params.as_ref().map(|(mean, scale, shift)| gemm::RowNorm { mean, scale, shift });
         let level = self.level;
-        let packed = w_prepared.get_or_make(
-            |p: &gemm::PackedA| {
-                p.level() == level && p.rows() == g.out_channels && p.depth() == w.len() / g.out_channels
-            },
-            || conv::pack_weights(level, g, w),
-        );
-        let weights = conv::ConvWeights { data: w, packed: Some(&packed) };
+        let packed =
+            w_prepared.get_or_make(|p: &conv::PackedWeights| p.fits(level, g), || conv::pack_weights(level, g, w));
+        let weights = conv::ConvWeights::prepacked(w, &packed);
         let finish = conv::ConvFinish { bias, norm, residual, relu: finish.relu };
         let mut y = buffers::uninit(g.output_len());
         conv::conv2d_forward_with(level, g, x, weights, &finish, &mut y);

@@ -14,6 +14,10 @@
 //! boundaries so late layers (7x7 outputs) still feed the GEMM wide matrices. A 1x1, stride-1,
 //! unpadded conv reads the images directly as the GEMM operand (no unrolling).
 //!
+//! At the AVX-512 level, forwards of planes up to 56x56 with at least 64 input channels (which
+//! includes stride-1 input gradients, as flipped forwards) skip the GEMM: [`direct`] sums each
+//! output pixel over only the taps that meet the input, broadcasting x in place.
+//!
 //! Kernel taps that only ever meet padding (a 3x3 convolution of a 1x1 map) are dropped first
 //! ([`cropped`]).
 //!
@@ -23,6 +27,7 @@
 //! supplies the parallelism, and at batch 1 stores y itself with the fused epilogue.
 
 mod cropped;
+mod direct;
 mod flipped;
 mod im2col;
 mod scratch;
@@ -41,6 +46,8 @@ use im2col::{col2im, gather_rows, im2col, segments, Segment};
 use scratch::{with_scratch, SharedOut, Slot};
 use unrolled::UnrolledInput;
 
+pub use direct::DirectWeights;
+
 /// Bytes of scratch (column block plus GEMM output block) a task aims to keep in L2.
 const BLOCK_BYTES: usize = 1 << 20;
 /// Fewest pixels a block is cut to when splitting for parallelism.
@@ -56,22 +63,63 @@ const WHOLE_MAX: usize = 1 << 20;
 /// y = conv(x, w) + bias. `y` is overwritten.
 pub fn conv2d_forward(level: SimdLevel, g: &Conv2dGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let finish = ConvFinish { bias, ..ConvFinish::default() };
-    conv2d_forward_with(level, g, x, ConvWeights { data: w, packed: None }, &finish, y);
+    conv2d_forward_with(level, g, x, ConvWeights::new(w), &finish, y);
 }
 
 /// A convolution's weights: the `[C_out, C_in, kh, kw]` data, and optionally the same packed
-/// once by [`pack_weights`] for this SIMD level (then `data` is not read).
+/// once by [`pack_weights`] for this SIMD level (then `data` is not read by the path they were
+/// packed for).
 #[derive(Clone, Copy)]
 pub struct ConvWeights<'a> {
-    pub data: &'a [f32],
-    pub packed: Option<&'a PackedA>,
+    data: &'a [f32],
+    gemm: Option<&'a PackedA>,
+    direct: Option<&'a DirectWeights>,
+}
+
+/// Weights packed once for repeated forwards, in the form of the path that computes them.
+pub enum PackedWeights {
+    /// The GEMM's A operand.
+    Gemm(PackedA),
+    /// The direct small-plane kernel's layout.
+    Direct(DirectWeights),
+}
+
+impl PackedWeights {
+    /// Whether these are `g`'s weights packed at `level` for the path `g` takes there.
+    pub fn fits(&self, level: SimdLevel, g: &Conv2dGeometry) -> bool {
+        match self {
+            PackedWeights::Gemm(p) => {
+                !direct::applies(level, g)
+                    && p.level() == level
+                    && p.rows() == g.out_channels
+                    && p.depth() == unrolled_len(g)
+            }
+            PackedWeights::Direct(d) => direct::applies(level, g) && d.fits(g),
+        }
+    }
 }
 
 impl<'a> ConvWeights<'a> {
-    /// Rows `co.start ..` of W (output channels) as a GEMM A operand; with packed weights
-    /// `co.start` must be a multiple of the panel height.
+    /// Unpacked weights.
+    pub fn new(data: &'a [f32]) -> Self {
+        ConvWeights { data, gemm: None, direct: None }
+    }
+
+    /// `data` together with its packed form.
+    pub fn prepacked(data: &'a [f32], packed: &'a PackedWeights) -> Self {
+        match packed {
+            PackedWeights::Gemm(p) => ConvWeights { data, gemm: Some(p), direct: None },
+            PackedWeights::Direct(d) => ConvWeights { data, gemm: None, direct: Some(d) },
+        }
+    }
+
+    /// `data` with its GEMM-packed form (rows of W, or of W^T for the input gradient).
+    fn with_gemm(data: &'a [f32], packed: Option<&'a PackedA>) -> Self {
+        ConvWeights { data, gemm: packed, direct: None }
+    }
+
     fn rows(&self, co: &Range<usize>, k: usize) -> AOperand<'a> {
-        match self.packed {
+        match self.gemm {
             Some(packed) => AOperand::Packed { packed, first_row: co.start },
             None => AOperand::Matrix(MatRef::normal(&self.data[co.start * k..], k)),
         }
@@ -118,6 +166,25 @@ impl ConvFinish<'_> {
         }
     }
 
+    /// Whether finishing leaves the sums as they are.
+    fn is_identity(&self) -> bool {
+        self.bias.is_none() && self.norm.is_none() && self.residual.is_none() && !self.relu
+    }
+
+    /// Output channel `ch` of image `n` at pixel `p`, finished from its sum `v`: the same
+    /// arithmetic as [`ConvFinish::store`], one element at a time.
+    fn one(&self, g: &Conv2dGeometry, n: usize, ch: usize, p: usize, v: f32) -> f32 {
+        let v = v + self.bias.map_or(0.0, |b| b[ch]);
+        let v = match self.norm {
+            Some(nm) => (v - nm.mean[ch]) * nm.scale[ch] + nm.shift[ch],
+            None => v,
+        };
+        match self.residual {
+            Some(res) => self.activate(v + res[(n * g.out_channels + ch) * plane_out(g) + p]),
+            None => self.activate(v),
+        }
+    }
+
     #[inline(always)]
     fn activate(&self, v: f32) -> f32 {
         // NaN survives, as the ReLU op keeps it.
@@ -129,10 +196,14 @@ impl ConvFinish<'_> {
     }
 }
 
-/// Packs a convolution's weights (`[C_out x C_in*kh*kw]`, the GEMM's A) for repeated forwards.
-pub fn pack_weights(level: SimdLevel, g: &Conv2dGeometry, w: &[f32]) -> PackedA {
+/// Packs a convolution's weights for repeated forwards, in the form of the path `g` takes at
+/// `level`: the direct kernel's layout, or `[C_out x C_in*kh*kw]` as the GEMM's A.
+pub fn pack_weights(level: SimdLevel, g: &Conv2dGeometry, w: &[f32]) -> PackedWeights {
+    if direct::applies(level, g) {
+        return PackedWeights::Direct(DirectWeights::pack(g, w));
+    }
     let k = unrolled_len(g);
-    pack_a(level, g.out_channels, k, MatRef::normal(w, k))
+    PackedWeights::Gemm(pack_a(level, g.out_channels, k, MatRef::normal(w, k)))
 }
 
 /// y = finish(conv(x, w)). `y` is overwritten; `finish.residual`, if any, has y's length.
@@ -148,11 +219,23 @@ pub fn conv2d_forward_with(
     if q_total == 0 || c_out == 0 {
         return;
     }
-    if let Some(packed) = w.packed {
+    if direct::applies(level, g) {
+        let packed_here;
+        let packed = match w.direct {
+            Some(d) => d,
+            None => {
+                packed_here = DirectWeights::pack(g, w.data);
+                &packed_here
+            }
+        };
+        direct::forward(g, x, packed, finish, y);
+        return;
+    }
+    if let Some(packed) = w.gemm {
         assert!(packed.rows() == c_out && packed.depth() == unrolled_len(g), "conv2d: packed weights of another shape");
     } else if let Some((crop, small)) = cropped::crop(g) {
         let w_small = crop.weights(g, w.data);
-        conv2d_forward_with(level, &small, x, ConvWeights { data: &w_small, packed: None }, finish, y);
+        conv2d_forward_with(level, &small, x, ConvWeights::new(&w_small), finish, y);
         return;
     }
     let k = unrolled_len(g);
@@ -171,17 +254,17 @@ pub fn conv2d_forward_with(
     // Every block multiplies by the same weights: pack them once for the call rather than once
     // per block inside its GEMM (for layer4 at batch 32, 9 MB of weights for every 64 pixels).
     let packed_here;
-    let w = match w.packed {
+    let w = match w.gemm {
         None if blocks.len() > 1 => {
             let k = unrolled_len(g);
             packed_here = pack_a_for_call(level, g.out_channels, k, MatRef::normal(w.data, k));
-            ConvWeights { data: w.data, packed: Some(&packed_here) }
+            ConvWeights::with_gemm(w.data, Some(&packed_here))
         }
         _ => w,
     };
     let parts = target.div_ceil(blocks.len()).min(c_out.div_ceil(16));
     // Packed weights can only be cut between panels.
-    let align = w.packed.map_or(1, |p| p.panel_rows());
+    let align = w.gemm.map_or(1, |p| p.panel_rows());
     let groups = aligned_ranges(c_out, parts, align);
     let tasks: Vec<(Range<usize>, Range<usize>)> =
         blocks.iter().flat_map(|b| groups.iter().map(move |c| (b.clone(), c.clone()))).collect();
@@ -278,7 +361,7 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
     if flipped::applies(g) && flipped::pays(g) {
         let mut w_flipped = buffers::uninit(g.weight_len());
         flipped::flip_weights(g, w, &mut w_flipped);
-        let weights = ConvWeights { data: &w_flipped, packed: None };
+        let weights = ConvWeights::new(&w_flipped);
         conv2d_forward_with(level, &flipped::transposed_geometry(g), dy, weights, &ConvFinish::default(), dx);
         buffers::recycle(w_flipped);
         return;
@@ -300,7 +383,7 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
     let tasks: Vec<(Range<usize>, Range<usize>)> =
         images.iter().flat_map(|n| chans.iter().map(move |c| (n.clone(), c.clone()))).collect();
     let out = SharedOut::new(&mut dx[..g.input_len()]);
-    let w = ConvWeights { data: w, packed: w_t.as_ref() };
+    let w = ConvWeights::with_gemm(w, w_t.as_ref());
     tasks.into_par_iter().for_each(|(n, ci)| parallel::task(|| backward_input_task(level, g, dy, w, n, ci, &out)));
 }
 
@@ -327,8 +410,8 @@ fn backward_input_task(
     let kk = g.kernel_h * g.kernel_w;
     let rows = ci.start * kk..ci.end * kk;
     let m = rows.len();
-    // Rows `rows` of W^T, i.e. columns of W; `w.packed`, if any, holds W^T packed.
-    let a = match w.packed {
+    // Rows `rows` of W^T, i.e. columns of W; `w.gemm`, if any, holds W^T packed.
+    let a = match w.gemm {
         Some(packed) => AOperand::Packed { packed, first_row: rows.start },
         None => AOperand::Matrix(MatRef::transposed(&w.data[rows.start..], k)),
     };

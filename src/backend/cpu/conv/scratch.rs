@@ -79,4 +79,15 @@ impl<'a> SharedOut<'a> {
         // guarantees no other live slice overlaps it.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
+
+    /// Writes element `i`, bounds-checked.
+    ///
+    /// # Safety
+    /// No other thread reads or writes element `i`, and no live slice from
+    /// [`SharedOut::slice`] covers it.
+    pub(super) unsafe fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len, "SharedOut index out of bounds");
+        // SAFETY: in bounds (checked above); the caller guarantees exclusive access.
+        unsafe { self.ptr.add(i).write(v) }
+    }
 }
