@@ -75,19 +75,41 @@ pub struct DirectWeights {
 impl DirectWeights {
     /// Packs `w` (`[C_out, C_in, kh, kw]` of `g`).
     pub fn pack(g: &Conv2dGeometry, w: &[f32]) -> DirectWeights {
-        let (c_out, c_in, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
+        let (c_in, taps) = (g.in_channels, g.kernel_h * g.kernel_w);
+        let w = &w[..g.weight_len()];
+        Self::pack_with(g.out_channels, c_in, taps, |co, c| (&w[(co * c_in + c) * taps..][..taps], false))
+    }
+
+    /// Packs the weights of the input gradient of `g` computed as a forward convolution
+    /// ([`super::flipped::transposed_geometry`]), straight from `g`'s weights `w`: output
+    /// channel ci, input channel co is `w[co, ci]` with its taps reversed (both axes flipped).
+    pub fn pack_flipped(g: &Conv2dGeometry, w: &[f32]) -> DirectWeights {
+        let (c_in, taps) = (g.in_channels, g.kernel_h * g.kernel_w);
+        let w = &w[..g.weight_len()];
+        Self::pack_with(c_in, g.out_channels, taps, |ci, co| (&w[(co * c_in + ci) * taps..][..taps], true))
+    }
+
+    /// Packs weights whose taps for output channel `co`, input channel `c` are `kernel(co, c)`:
+    /// a slice of `taps` floats, read backwards when the flag is set.
+    fn pack_with<'w>(
+        c_out: usize,
+        c_in: usize,
+        taps: usize,
+        kernel: impl Fn(usize, usize) -> (&'w [f32], bool) + Sync,
+    ) -> DirectWeights {
         let k = c_in * taps;
-        let w = &w[..c_out * k];
         let mut data = vec![0.0; c_out.div_ceil(NR) * NR * k];
         data.par_chunks_mut(NR * k).enumerate().for_each(|(blk, dst)| {
-            let rows: Vec<&[f32]> = (blk * NR..(blk * NR + NR).min(c_out)).map(|co| &w[co * k..][..k]).collect();
+            let channels = blk * NR..(blk * NR + NR).min(c_out);
             for cb in channel_blocks(c_in) {
                 let block = &mut dst[cb.start * taps * NR..][..cb.len() * taps * NR];
                 // Channel by channel, so the rows' few taps per channel are read together and
                 // the `taps` destination vectors they go to stay in L1.
                 for (i, c) in cb.clone().enumerate() {
-                    for (j, row) in rows.iter().enumerate() {
-                        for (t, &v) in row[c * taps..][..taps].iter().enumerate() {
+                    for (j, co) in channels.clone().enumerate() {
+                        let (src, reversed) = kernel(co, c);
+                        for (t, &v) in src.iter().enumerate() {
+                            let t = if reversed { taps - 1 - t } else { t };
                             block[(t * cb.len() + i) * NR + j] = v;
                         }
                     }
@@ -118,6 +140,10 @@ fn channel_blocks(c_in: usize) -> impl Iterator<Item = Range<usize>> {
 struct PixelClass {
     /// (tap index ky * kw + kx, offset of that tap's input from a pixel's origin).
     taps: Vec<(usize, isize)>,
+    /// The positions (oh * OW + ow) in the output plane, in order.
+    positions: Vec<usize>,
+    /// The plan's index of this class's first tile.
+    first_tile: usize,
 }
 
 /// Up to [`MR`] output pixels of one class, computed as one tile.
@@ -129,10 +155,27 @@ struct Tile {
     pixels: [(usize, usize, isize); MR],
 }
 
-/// How one forward call walks its output: the pixel classes and the tiles over the batch.
+impl Tile {
+    /// Whether the pixels are consecutive positions of one image: each output channel's values
+    /// are then one run of y.
+    fn is_run(&self) -> bool {
+        let (n0, p0, _) = self.pixels[0];
+        self.pixels[..self.len].iter().enumerate().all(|(r, &(n, p, _))| n == n0 && p == p0 + r)
+    }
+}
+
+/// How one forward call walks its output: the pixel classes, each pixel of a class over the
+/// batch (image by image) cut into tiles of [`MR`]. Tiles are made when used, not stored.
 struct Plan {
     classes: Vec<PixelClass>,
-    tiles: Vec<Tile>,
+    tiles: usize,
+    batch: usize,
+    /// Floats per input image, and the input's geometry for pixel origins.
+    image: isize,
+    out_w: usize,
+    stride: (isize, isize),
+    pad: (isize, isize),
+    in_w: isize,
 }
 
 /// The taps along one axis that meet the input for output position `o`.
@@ -161,40 +204,58 @@ impl Plan {
                 members[class].push(oh * out_w + ow);
             }
         }
-        let w = g.in_w as isize;
+        let in_w = g.in_w as isize;
+        let mut tiles = 0;
         let classes = keys
             .iter()
-            .map(|(ky, kx)| PixelClass {
-                taps: ky
+            .zip(members)
+            .map(|((ky, kx), positions)| {
+                let taps = ky
                     .clone()
-                    .flat_map(|y| kx.clone().map(move |x| (y * g.kernel_w + x, y as isize * w + x as isize)))
-                    .collect(),
+                    .flat_map(|y| kx.clone().map(move |x| (y * g.kernel_w + x, y as isize * in_w + x as isize)))
+                    .collect();
+                let first_tile = tiles;
+                tiles += (g.batch * positions.len()).div_ceil(MR);
+                PixelClass { taps, positions, first_tile }
             })
             .collect();
-        let image = (g.in_channels * g.in_h * g.in_w) as isize;
-        let origin = |n: usize, p: usize| {
-            let (oh, ow) = ((p / out_w) as isize, (p % out_w) as isize);
-            let ih = oh * g.stride_h as isize - g.pad_h as isize;
-            let iw = ow * g.stride_w as isize - g.pad_w as isize;
-            n as isize * image + ih * w + iw
-        };
-        let mut tiles = Vec::new();
-        for (class, positions) in members.iter().enumerate() {
-            let pixels: Vec<(usize, usize)> =
-                (0..g.batch).flat_map(|n| positions.iter().map(move |&p| (n, p))).collect();
-            for chunk in pixels.chunks(MR) {
-                let mut tile = Tile { class, len: chunk.len(), pixels: [(0, 0, 0); MR] };
-                for (slot, &(n, p)) in tile.pixels.iter_mut().zip(chunk) {
-                    *slot = (n, p, origin(n, p));
-                }
-                tiles.push(tile);
-            }
+        Plan {
+            classes,
+            tiles,
+            batch: g.batch,
+            image: (g.in_channels * g.in_h * g.in_w) as isize,
+            out_w,
+            stride: (g.stride_h as isize, g.stride_w as isize),
+            pad: (g.pad_h as isize, g.pad_w as isize),
+            in_w,
         }
-        Plan { classes, tiles }
+    }
+
+    /// Tile `i` of the plan (`i < self.tiles`).
+    fn tile(&self, i: usize) -> Tile {
+        let class = self.classes.partition_point(|c| c.first_tile <= i) - 1;
+        let positions = &self.classes[class].positions;
+        let start = (i - self.classes[class].first_tile) * MR;
+        let end = (start + MR).min(self.batch * positions.len());
+        let mut tile = Tile { class, len: end - start, pixels: [(0, 0, 0); MR] };
+        for (slot, idx) in tile.pixels.iter_mut().zip(start..end) {
+            let (n, p) = (idx / positions.len(), positions[idx % positions.len()]);
+            *slot = (n, p, self.origin(n, p));
+        }
+        tile
+    }
+
+    /// The input offset of tap (0, 0), channel 0, for output position `p` of image `n`.
+    fn origin(&self, n: usize, p: usize) -> isize {
+        let (oh, ow) = ((p / self.out_w) as isize, (p % self.out_w) as isize);
+        let ih = oh * self.stride.0 - self.pad.0;
+        let iw = ow * self.stride.1 - self.pad.1;
+        n as isize * self.image + ih * self.in_w + iw
     }
 }
 
-/// y = finish(conv(x, w)), `w` packed by [`DirectWeights::pack`]. `y` is overwritten.
+/// y = finish(conv(x, w)), `w` packed by [`DirectWeights::pack`] (or `pack_flipped`). `y` is
+/// overwritten.
 pub(super) fn forward(g: &Conv2dGeometry, x: &[f32], w: &DirectWeights, finish: &ConvFinish<'_>, y: &mut [f32]) {
     assert!(w.fits(g) && x.len() >= g.input_len(), "direct conv: weights or input of another shape");
     let plan = Plan::new(g);
@@ -203,18 +264,19 @@ pub(super) fn forward(g: &Conv2dGeometry, x: &[f32], w: &DirectWeights, finish: 
     // Channel blocks split first (each task then reads its weights once per tile row); pixel
     // ranges only when there are fewer channel blocks than tasks wanted.
     let channel_parts = channel_tiles.min(target);
-    let pixel_parts = target.div_ceil(channel_parts).min(plan.tiles.len());
+    let pixel_parts = target.div_ceil(channel_parts).min(plan.tiles);
     let tasks: Vec<(Range<usize>, Range<usize>)> = super::even_ranges(channel_tiles, channel_parts)
         .into_iter()
-        .flat_map(|c| super::even_ranges(plan.tiles.len(), pixel_parts).into_iter().map(move |t| (c.clone(), t)))
+        .flat_map(|c| super::even_ranges(plan.tiles, pixel_parts).into_iter().map(move |t| (c.clone(), t)))
         .collect();
     let out = SharedOut::new(&mut y[..g.output_len()]);
     tasks.into_par_iter().for_each(|(blocks, tiles)| {
         parallel::task(|| {
             for blk in blocks {
-                for tile in &plan.tiles[tiles.clone()] {
-                    let acc = compute_tile(g, x, w, blk, &plan.classes[tile.class], tile);
-                    store_tile(g, finish, blk, tile, &acc, &out);
+                for i in tiles.clone() {
+                    let tile = plan.tile(i);
+                    let acc = compute_tile(g, x, w, blk, &plan.classes[tile.class], &tile);
+                    store_tile(g, finish, blk, &tile, &acc, &out);
                 }
             }
         })
@@ -262,13 +324,31 @@ fn store_tile(
     let plane = plane_out(g);
     let channels = blk * NR..(blk * NR + NR).min(g.out_channels);
     let plain = finish.is_identity();
-    for (row, &(n, p, _)) in acc.iter().zip(&tile.pixels[..tile.len]) {
+    let value = |r: usize, j: usize, ch: usize| {
+        let (n, p, _) = tile.pixels[r];
+        if plain {
+            acc[r][j]
+        } else {
+            finish.one(g, n, ch, p, acc[r][j])
+        }
+    };
+    // SAFETY (both branches): tasks own disjoint (channel block, tile range) pairs and every
+    // output pixel is in exactly one tile, so these elements are written by this task only.
+    if tile.is_run() {
+        let (n, p0, _) = tile.pixels[0];
+        for (j, ch) in channels.clone().enumerate() {
+            let run = unsafe { y.slice((n * g.out_channels + ch) * plane + p0, tile.len) };
+            for (r, d) in run.iter_mut().enumerate() {
+                *d = value(r, j, ch);
+            }
+        }
+        return;
+    }
+    for r in 0..tile.len {
+        let (n, p, _) = tile.pixels[r];
         let first = (n * g.out_channels + channels.start) * plane + p;
         for (j, ch) in channels.clone().enumerate() {
-            let v = if plain { row[j] } else { finish.one(g, n, ch, p, row[j]) };
-            // SAFETY: tasks own disjoint (channel block, tile range) pairs and every output pixel
-            // is in exactly one tile, so this element is written by this task only.
-            unsafe { y.write(first + j * plane, v) };
+            unsafe { y.write(first + j * plane, value(r, j, ch)) };
         }
     }
 }
@@ -426,7 +506,7 @@ mod tests {
         let plan = Plan::new(&g);
         assert_eq!(plan.classes.len(), 9, "interior, four edges, four corners");
         let mut seen = vec![0; g.batch * 16];
-        for tile in &plan.tiles {
+        for tile in (0..plan.tiles).map(|i| plan.tile(i)) {
             for &(n, p, _) in &tile.pixels[..tile.len] {
                 seen[n * 16 + p] += 1;
             }
@@ -435,6 +515,28 @@ mod tests {
         let interior = plan.classes.iter().filter(|c| c.taps.len() == 9).count();
         let corners = plan.classes.iter().filter(|c| c.taps.len() == 4).count();
         assert_eq!((interior, corners), (1, 4));
+        // Each edge class holds 2 positions of each of the 3 images: one tile of 6.
+        let edge = plan.classes.iter().position(|c| c.taps.len() == 6).unwrap();
+        let tiles: Vec<Tile> = (0..plan.tiles).map(|i| plan.tile(i)).filter(|t| t.class == edge).collect();
+        assert_eq!(tiles.len(), 1);
+        assert_eq!(tiles[0].len, 6);
+    }
+
+    #[test]
+    fn tiles_within_one_row_are_runs() {
+        let g = Conv2dGeometry { batch: 1, ..geometry(16, 1) };
+        let plan = Plan::new(&g);
+        let interior = plan.classes.iter().position(|c| c.taps.len() == 9).unwrap();
+        let first = plan.classes[interior].first_tile;
+        // Row 1 holds interior positions 17..31 (14 pixels): the first tile is 17..29, the
+        // second starts at 29 and wraps to row 2.
+        let (a, b) = (plan.tile(first), plan.tile(first + 1));
+        assert_eq!((a.pixels[0].1, a.len), (17, MR));
+        assert!(a.is_run());
+        assert_eq!(b.pixels[0].1, 29);
+        assert!(!b.is_run());
+        // Origins: the input one row up and one column left of the output position.
+        assert_eq!((a.pixels[0].2, b.pixels[0].2), (0, 12));
     }
 
     #[test]
@@ -451,5 +553,15 @@ mod tests {
         assert_eq!(block[(64 * 9 * NR) + (4 * 6 + 1) * NR + 1], 0.0);
         // Output channel 3, input channel 2, tap 7.
         assert_eq!(packed.block(0)[(7 * 64 + 2) * NR + 3], w[3 * k + 2 * 9 + 7]);
+    }
+
+    #[test]
+    fn flipped_packing_equals_packing_the_flipped_kernel() {
+        let g = Conv2dGeometry { in_channels: 40, out_channels: 70, ..geometry(5, 1) };
+        let w: Vec<f32> = (0..g.weight_len()).map(|i| (i as f32).sin()).collect();
+        let mut flipped = vec![0.0; g.weight_len()];
+        super::super::flipped::flip_weights(&g, &w, &mut flipped);
+        let tg = super::super::flipped::transposed_geometry(&g);
+        assert_eq!(DirectWeights::pack_flipped(&g, &w).data, DirectWeights::pack(&tg, &flipped).data);
     }
 }

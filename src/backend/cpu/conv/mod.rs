@@ -359,6 +359,12 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
         return;
     }
     if flipped::applies(g) && flipped::pays(g) {
+        let transposed = flipped::transposed_geometry(g);
+        if direct::applies(level, &transposed) {
+            let packed = DirectWeights::pack_flipped(g, w);
+            direct::forward(&transposed, dy, &packed, &ConvFinish::default(), dx);
+            return;
+        }
         let mut w_flipped = buffers::uninit(g.weight_len());
         flipped::flip_weights(g, w, &mut w_flipped);
         let weights = ConvWeights::new(&w_flipped);
