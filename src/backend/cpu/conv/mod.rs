@@ -368,7 +368,7 @@ pub fn conv2d_backward_input(level: SimdLevel, g: &Conv2dGeometry, dy: &[f32], w
         let mut w_flipped = buffers::uninit(g.weight_len());
         flipped::flip_weights(g, w, &mut w_flipped);
         let weights = ConvWeights::new(&w_flipped);
-        conv2d_forward_with(level, &flipped::transposed_geometry(g), dy, weights, &ConvFinish::default(), dx);
+        conv2d_forward_with(level, &transposed, dy, weights, &ConvFinish::default(), dx);
         buffers::recycle(w_flipped);
         return;
     }
