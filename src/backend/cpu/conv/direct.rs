@@ -353,7 +353,8 @@ fn store_tile(
     }
 }
 
-/// Runs the kernel for `rows` pixels (a tail tile repeats its last pixel's origin, unstored).
+/// Runs the kernel for the tile's first `rows` pixels; a tail tile's unused origins (copies of
+/// its last pixel's) are never read.
 ///
 /// # Safety
 /// The CPU has AVX-512F, and every read the tile makes is inside `x` and `weights` (see
