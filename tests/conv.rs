@@ -480,6 +480,27 @@ fn weights_shared_across_tasks_match_reference() {
     }
 }
 
+/// The direct kernel's small planes (64 channels and more): on 4x4 planes of 64 and 72
+/// channels an image is a multiple of 4 KiB or nearly so, and the direct path reads a copy of
+/// the input (and, for the input gradient, of the output gradient) with a padded image stride;
+/// on 7x7 it reads the input in place. Every output is compared with the reference at every
+/// SIMD level.
+#[test]
+fn direct_small_planes_with_and_without_a_staged_input_match_reference() {
+    let shapes = [
+        geometry(16, 64, 64, 4, 4, 3, 1, 1),
+        geometry(13, 64, 72, 4, 4, 3, 1, 1),
+        geometry(8, 64, 64, 7, 7, 3, 1, 1),
+        geometry(16, 64, 64, 8, 8, 3, 2, 1),
+    ];
+    for (i, g) in shapes.into_iter().enumerate() {
+        let case = Case::new(g, true, 950 + i as u64);
+        for level in SimdLevel::supported() {
+            case.check_against_reference(level, all);
+        }
+    }
+}
+
 /// Small planes at training batches (ResNet18's late layers at 224x224, and every layer of the
 /// 28x28 MedMNIST-stem network, are 14x14, 7x7 and 4x4 planes at batch 32 to 128), where most
 /// output pixels sit on the border and blocks of pixels span many images: stride 1 and 2, a 5x5
