@@ -493,12 +493,7 @@ fn direct_small_planes_with_and_without_a_staged_input_match_reference() {
         geometry(8, 64, 64, 7, 7, 3, 1, 1),
         geometry(16, 64, 64, 8, 8, 3, 2, 1),
     ];
-    for (i, g) in shapes.into_iter().enumerate() {
-        let case = Case::new(g, true, 950 + i as u64);
-        for level in SimdLevel::supported() {
-            case.check_against_reference(level, all);
-        }
-    }
+    check_every_output(&shapes, 950);
 }
 
 /// Small planes at training batches (ResNet18's late layers at 224x224, and every layer of the
@@ -515,8 +510,14 @@ fn small_planes_at_training_batches_match_reference() {
         geometry(32, 16, 18, 14, 14, 3, 2, 1),
         geometry(12, 32, 8, 9, 9, 5, 1, 2),
     ];
-    for (i, g) in shapes.into_iter().enumerate() {
-        let case = Case::new(g, true, 900 + i as u64);
+    check_every_output(&shapes, 900);
+}
+
+/// Every output of each shape (with bias; seeds from `seed` up) against the reference at
+/// every SIMD level.
+fn check_every_output(shapes: &[Conv2dGeometry], seed: u64) {
+    for (i, &g) in shapes.iter().enumerate() {
+        let case = Case::new(g, true, seed + i as u64);
         for level in SimdLevel::supported() {
             case.check_against_reference(level, all);
         }
